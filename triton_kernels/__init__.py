@@ -1,0 +1,1 @@
+"""Fused Triton kernels (imported lazily: the rest of the project runs without Triton)."""
