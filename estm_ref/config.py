@@ -6,8 +6,11 @@ say why each default was taken.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -128,3 +131,50 @@ def _build(kind: type, values: dict[str, Any], section: str) -> Any:
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+SECTIONS = {"features": FeatureConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def load_toml(path: str | Path) -> Config:
+    """A config file with optional [features], [model] and [train] tables."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # Python 3.10: the same parser, published as tomli
+        import tomli as tomllib
+
+    with open(path, "rb") as f:
+        return Config.from_dict(tomllib.load(f))
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One --flag per config field (e.g. --d-model, --tsg-norm, --lr), default None = not given."""
+    for section, kind in SECTIONS.items():
+        group = parser.add_argument_group(f"[{section}] config")
+        for f in dataclasses.fields(kind):
+            flag = "--" + f.name.replace("_", "-")
+            default = f.default
+            if isinstance(default, bool):
+                group.add_argument(flag, dest=f"cfg_{f.name}", default=None,
+                                   action=argparse.BooleanOptionalAction, help=f"(default {default})")
+            else:
+                group.add_argument(flag, dest=f"cfg_{f.name}", default=None, type=type(default),
+                                   metavar=type(default).__name__.upper(), help=f"(default {default})")
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The config fields given on the command line, as {section: {field: value}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for section, kind in SECTIONS.items():
+        for f in dataclasses.fields(kind):
+            value = getattr(args, f"cfg_{f.name}", None)
+            if value is not None:
+                out.setdefault(section, {})[f.name] = value
+    return out
+
+
+def with_overrides(cfg: Config, overrides: dict[str, dict[str, Any]]) -> Config:
+    data = cfg.to_dict()
+    for section, values in overrides.items():
+        data[section].update(values)
+    return Config.from_dict(data)
