@@ -13,6 +13,11 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "selfcheck": ("estm_ref.selfcheck", "check the Triton scan against the reference on a device"),
+    "train": ("estm_ref.train", "train one ESTM model on all machines of DCASE 2020 Task 2 data"),
+    "test": ("estm_ref.evaluate", "score the test clips of a run: Table I, DCASE files, figures"),
+    "score": ("estm_ref.score", "anomaly score and decision for single WAV files"),
+    "demo": ("estm_ref.demo", "synthetic data -> train -> test -> table, on a CPU in minutes"),
+    "ablation": ("estm_ref.ablation", "the Table II grid: paths x features"),
 }
 
 
