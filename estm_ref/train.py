@@ -159,7 +159,8 @@ def train(cfg: Config, data_roots: Sequence[Path | str], run_dir: Path | str,
           device: str = "auto", resume: bool = False, force: bool = False,
           progress: bool = True, cache_dir: Path | None = None,
           epoch_overrides: dict | None = None) -> dict:
-    """Train (or resume) a run in `run_dir`; returns a summary dict. See the module docstring."""
+    """Train (or resume) a run in `run_dir`. Returns a summary dict; its "model" is the trained
+    module (unwrapped from DDP). See the module docstring."""
     from estm_ref.data import ClipDataset, build_class_list, scan_roots, summary_table
 
     run_dir = Path(run_dir)
@@ -266,7 +267,7 @@ def train(cfg: Config, data_roots: Sequence[Path | str], run_dir: Path | str,
         (run_dir / THRESHOLDS_NAME).write_text(json.dumps(thresholds, indent=2) + "\n")
     ddp.barrier()
     return {"run_dir": str(run_dir), "epochs": cfg.train.epochs, "classes": len(class_list),
-            "skipped_files": skipped, "last_epoch": last, "backend": backend}
+            "skipped_files": skipped, "last_epoch": last, "backend": backend, "model": model}
 
 
 def _train_epoch(net, loader, optimizer, cfg: Config, dev: torch.device, epoch: int,
@@ -391,5 +392,6 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+    summary.pop("model")
     log.info("training finished: %s", json.dumps(summary))
     return 0

@@ -1,0 +1,176 @@
+"""The train / test / score pipeline end to end on a tiny synthetic set (reference scan, CPU)."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from estm_ref import checkpoint as ckpt_io
+from estm_ref.cli import main
+from estm_ref.config import Config, with_overrides
+from estm_ref.demo import TINY_CONFIG
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_TRAIN = ["--d-model", "32", "--depth", "1", "--d-state", "8", "--scan-backend", "ref",
+              "--batch-size", "8", "--lr", "1e-3", "--no-cache-audio", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from estm_ref.synth import generate
+
+    root = tmp_path_factory.mktemp("data")
+    generate(root, seed=3, ids_per_type=2, train_per_id=4, test_per_id=4, types=["fan", "slider"],
+             progress=False)
+    return root
+
+
+def _estm(*args, env_extra=None, **kwargs):
+    env = dict(os.environ, PYTHONPATH=str(REPO), **(env_extra or {}))
+    env.pop("WORLD_SIZE", None)
+    return subprocess.Popen([sys.executable, "-m", "estm_ref", "--quiet", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_demo_tiny_end_to_end_and_metrics_recomputed_from_written_files(tmp_path, capsys):
+    assert main(["--quiet", "demo", "--tiny", "--out", str(tmp_path), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "Average" in printed
+    results = tmp_path / "run" / "test"
+    # recompute every figure of results.csv from scores.csv, independently of estm_ref.metrics
+    by_id = {}
+    for row in csv.DictReader(open(results / "scores.csv")):
+        by_id.setdefault((row["machine_type"], row["machine_id"]), []).append(
+            (int(row["label"]), float(row["score"])))
+    table = {(r["level"], r["machine_type"], r["machine_id"]): r
+             for r in csv.DictReader(open(results / "results.csv"))}
+    type_aucs = {}
+    for (machine_type, machine_id), pairs in by_id.items():
+        y, s = np.array(pairs).T
+        auc, pauc = roc_auc_score(y, s), roc_auc_score(y, s, max_fpr=0.1)
+        row = table[("id", machine_type, machine_id)]
+        assert float(row["auc"]) == pytest.approx(auc, abs=1e-6)
+        assert float(row["pauc"]) == pytest.approx(pauc, abs=1e-6)
+        type_aucs.setdefault(machine_type, []).append(auc)
+        # the DCASE submission files hold the same scores, one file per (type, id)
+        written = list(csv.reader(open(results / f"anomaly_score_{machine_type}_id_{machine_id}.csv")))
+        assert sorted(float(v) for _, v in written) == pytest.approx(sorted(s), abs=1e-5)
+        decisions = list(csv.reader(open(results / f"decision_result_{machine_type}_id_{machine_id}.csv")))
+        assert {d for _, d in decisions} <= {"0", "1"} and len(decisions) == len(pairs)
+    average = np.mean([np.mean(v) for v in type_aucs.values()])
+    assert float(table[("average", "", "")]["auc"]) == pytest.approx(average, abs=1e-6)
+    assert (results / "results.md").read_text().startswith("| Machine |")
+    assert (results / "tsne.png").stat().st_size > 0
+    assert list(results.glob("roc_*.png"))
+
+
+def test_run_folder_is_not_overwritten(tiny_data, tmp_path):
+    args = ["train", "--data-root", tiny_data, "--out", tmp_path, "--epochs", "1", *TINY_TRAIN]
+    first = _estm(*args)
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    again = _estm(*args)
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 1 and "already holds a run" in err
+    forced = _estm(*args, "--force")
+    _, err = forced.communicate(timeout=300)
+    assert forced.returncode == 0, err
+
+
+def _final_weights(run_dir):
+    return ckpt_io.load(Path(run_dir) / ckpt_io.CHECKPOINT_NAME)["model"]
+
+
+def test_resume_after_sigkill_reaches_the_uninterrupted_weights(tiny_data, tmp_path):
+    epochs = ["--epochs", "4", "--seed", "7"]
+    straight = _estm("train", "--data-root", tiny_data, "--out", tmp_path / "a", *epochs, *TINY_TRAIN)
+    _, err = straight.communicate(timeout=600)
+    assert straight.returncode == 0, err
+
+    killed_dir = tmp_path / "b"
+    victim = _estm("train", "--data-root", tiny_data, "--out", killed_dir, *epochs, *TINY_TRAIN)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (killed_dir / ckpt_io.CHECKPOINT_NAME).exists():
+        time.sleep(0.05)
+    assert (killed_dir / ckpt_io.CHECKPOINT_NAME).exists(), "no checkpoint was written"
+    victim.send_signal(signal.SIGKILL)  # mid-way through epoch 2
+    victim.communicate()
+    assert victim.returncode == -signal.SIGKILL
+    assert ckpt_io.load(killed_dir / ckpt_io.CHECKPOINT_NAME)["epoch"] < 4
+
+    resumed = _estm("train", "--data-root", tiny_data, "--out", killed_dir, "--resume")
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    a, b = _final_weights(tmp_path / "a"), _final_weights(killed_dir)
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=0, msg=name)
+
+
+def test_non_finite_loss_stops_with_the_epoch_and_step(tiny_data, tmp_path, monkeypatch):
+    from estm_ref import train as train_mod
+    from estm_ref.model import ESTM
+
+    calls = {"n": 0}
+    forward = ESTM.forward
+
+    def poisoned(self, waveform, labels=None):
+        out = forward(self, waveform, labels)
+        calls["n"] += 1
+        if calls["n"] == 5:  # epoch 2, step 2 with 16 clips per epoch and batch 8
+            out.logits = out.logits * float("nan")
+        return out
+
+    monkeypatch.setattr(ESTM, "forward", poisoned)
+    cfg = with_overrides(Config(), {**TINY_CONFIG, "train": {**TINY_CONFIG["train"], "epochs": 3,
+                                                              "cache_audio": False}})
+    with pytest.raises(train_mod.TrainingError, match=r"epoch 2, step 2"):
+        train_mod.train(cfg, [tiny_data], tmp_path, progress=False)
+    assert ckpt_io.load(tmp_path / ckpt_io.CHECKPOINT_NAME)["epoch"] == 1
+
+
+def test_score_command_and_unknown_machine(tiny_data, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["--quiet", "train", "--data-root", str(tiny_data), "--out", str(run_dir),
+                 "--epochs", "1", *TINY_TRAIN]) == 0
+    thresholds = json.loads((run_dir / "thresholds.json").read_text())
+    assert set(thresholds) == {"fan/id_00", "fan/id_01", "slider/id_00", "slider/id_01"}
+    wav = sorted((tiny_data / "fan" / "test").glob("anomaly_id_01_*.wav"))[0]
+    capsys.readouterr()
+    assert main(["--quiet", "score", "--run", str(run_dir), "--json", str(wav)]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert (result["machine_type"], result["machine_id"]) == ("fan", "01")
+    assert result["threshold"] == pytest.approx(thresholds["fan/id_01"])
+    assert result["decision"] == int(result["score"] > result["threshold"])
+    with pytest.raises(ValueError, match="not trained on pump/id_01"):
+        main(["--quiet", "score", "--run", str(run_dir), "--type", "pump", str(wav)])
+
+
+def test_ddp_two_gloo_processes_match_a_single_process(tiny_data, tmp_path):
+    worker = Path(__file__).with_name("ddp_worker.py")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    for nproc, out in ((2, tmp_path / "ddp"), (1, tmp_path / "single")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+             "--master_port", str(29500 + nproc + os.getpid() % 1000), str(worker),
+             str(tiny_data), str(out)],
+            env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    rank0 = torch.load(tmp_path / "ddp" / "rank0.pt", weights_only=True)
+    rank1 = torch.load(tmp_path / "ddp" / "rank1.pt", weights_only=True)
+    single = torch.load(tmp_path / "single" / "rank0.pt", weights_only=True)
+    for name in rank0:
+        torch.testing.assert_close(rank1[name], rank0[name], rtol=0, atol=0, msg=name)
+        torch.testing.assert_close(rank0[name], single[name], rtol=1e-4, atol=1e-6, msg=name)
+    # the run actually trained: weights moved away from the seeded initialisation
+    init = torch.load(tmp_path / "single" / "init.pt", weights_only=True)
+    assert any(not torch.equal(init[k], single[k]) for k in init)
