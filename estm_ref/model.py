@@ -71,11 +71,17 @@ def class_token_index(n_patches: int, cls_position: str) -> int:
 class MambaPath(nn.Module):
     """One path (TMamba or SMamba): patch projection, class token, Mamba stack, LayerNorm.
 
+    Raises ValueError for cls_position "head" or "middle" without bidirectional=True.
     patches: (batch, n_patches, patch_dim) -> class-token output (batch, d_model).
     """
 
     def __init__(self, patch_dim: int, n_patches: int, cfg: ModelConfig):
         super().__init__()
+        if cfg.cls_position != "tail" and not cfg.bidirectional:
+            raise ValueError(
+                f"cls_position={cfg.cls_position!r} needs bidirectional=True: a forward-only "
+                f"causal scan never shows the class token the patches after it "
+                f"({'all' if cfg.cls_position == 'head' else 'half'} of them)")
         self.n_patches = n_patches
         self.cls_index = class_token_index(n_patches, cfg.cls_position)
         self.patch_embed = nn.Linear(patch_dim, cfg.d_model)
@@ -165,11 +171,6 @@ class ESTM(nn.Module):
 
     def __init__(self, feature_cfg: FeatureConfig, model_cfg: ModelConfig, n_classes: int):
         super().__init__()
-        if model_cfg.cls_position != "tail" and not model_cfg.bidirectional:
-            raise ValueError(
-                f"cls_position={model_cfg.cls_position!r} needs bidirectional=True: a forward-only "
-                f"causal scan never shows the class token the patches after it "
-                f"({'all' if model_cfg.cls_position == 'head' else 'half'} of them)")
         if n_classes < 1:
             raise ValueError(f"n_classes must be >= 1, got {n_classes}")
         self.feature_cfg, self.model_cfg, self.n_classes = feature_cfg, model_cfg, n_classes
