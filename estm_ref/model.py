@@ -82,6 +82,8 @@ class MambaPath(nn.Module):
                 f"cls_position={cfg.cls_position!r} needs bidirectional=True: a forward-only "
                 f"causal scan never shows the class token the patches after it "
                 f"({'all' if cfg.cls_position == 'head' else 'half'} of them)")
+        if cfg.depth < 1:
+            raise ValueError(f"depth must be >= 1 Mamba block per path, got {cfg.depth}")
         self.n_patches = n_patches
         self.cls_index = class_token_index(n_patches, cfg.cls_position)
         self.patch_embed = nn.Linear(patch_dim, cfg.d_model)
