@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from estm_ref.config import FeatureConfig, ModelConfig
+from estm_ref.features import emel, log_mel
 from estm_ref.model import ESTM, MambaPath, freq_patches, margin_logits, time_patches
 
 KERNEL_FILE = Path(__file__).resolve().parents[1] / "triton_kernels" / "selective_scan.py"
@@ -105,6 +106,23 @@ def test_variant_trains(paths, features):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_features_stack_mel_emel_tgram():
+    torch.manual_seed(0)
+    cfg = FeatureConfig(tsg_norm="std")
+    model = ESTM(cfg, tiny(), 3)
+    x = clips(2)
+    feats = model.features(x)
+    mel = log_mel(x, cfg)
+    assert torch.equal(feats[:, 0], mel)
+    assert torch.equal(feats[:, 1], emel(mel, 2.0, "std"))
+    assert torch.equal(feats[:, 2], model.tgram(x))
+
+
+def test_path_needs_a_block():
+    with pytest.raises(ValueError, match="depth must be >= 1"):
+        ESTM(FeatureConfig(), tiny(depth=0), 3)
 
 
 def test_waveform_shape_is_checked():
