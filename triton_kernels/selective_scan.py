@@ -119,18 +119,21 @@ def _selective_scan_bwd_kernel(
     u, delta, A, B, C, D, z, delta_bias, chunk_states, dy, dlast_state,  # inputs
     scratch,  # (n_programs, CHUNK, BLOCK_D, BLOCK_N) float32 work space
     du, ddelta, dz, dA_part, dB_part, dC_part, dD_part, ddelta_bias_part, dinitial_state,  # outputs
-    batch, dim, L, N, n_groups, n_chunks,
+    batch, dim, L, N, n_groups, n_chunks, n_slots,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr,
     DELTA_SOFTPLUS: tl.constexpr, USE_INITIAL_STATE: tl.constexpr,
-    HAS_DLAST_STATE: tl.constexpr,
+    HAS_DLAST_STATE: tl.constexpr, ATOMIC_PARTIALS: tl.constexpr,
 ):
     """Grid and shapes as the forward; dy: (batch, dim, L); dlast_state: (batch, dim, N).
 
     Outputs: du, ddelta, dz: (batch, dim, L); dA_part: (batch, dim, N);
-    dB_part, dC_part: (n_channel_blocks, batch, n_groups, N, L); dD_part,
+    dB_part, dC_part: (n_slots, batch, n_groups, N, L); dD_part,
     ddelta_bias_part: (batch, dim); dinitial_state: (batch, dim, N). The *_part
     buffers are float32 partial sums, reduced over their first axis by the caller.
+    Channel block i_d owns dB/dC slot i_d % n_slots: with one slot per block
+    (ATOMIC_PARTIALS off) plain stores, deterministic; with fewer slots than blocks,
+    atomic adds into zeroed slots, which bounds the buffers when BLOCK_D is small.
 
     With g[t] = dLoss/dh[t] (through every later step), a[t] = exp(dt[t] * A) and
     dy'[t] the gradient of the output before the gate:
@@ -151,7 +154,7 @@ def _selective_scan_bwd_kernel(
 
     o_seq = (i_b * dim + o_d) * L  # (BLOCK_D,) offsets of t = 0 in (batch, dim, L)
     o_bc = ((i_b * n_groups + i_g) * N + o_n) * L  # (BLOCK_N,) offsets of t = 0 in B, C
-    o_part = (((i_d * batch + i_b) * n_groups + i_g) * N + o_n) * L  # in dB_part, dC_part
+    o_part = ((((i_d % n_slots) * batch + i_b) * n_groups + i_g) * N + o_n) * L  # in dB_part, dC_part
     o_state = (i_b * dim + o_d)[:, None] * N + o_n[None, :]
     p_chunk = chunk_states + ((i_b * dim + o_d) * n_chunks * N)[:, None] + o_n[None, :]
     p_scratch = (scratch + i_p * CHUNK * BLOCK_D * BLOCK_N
@@ -224,8 +227,12 @@ def _selective_scan_bwd_kernel(
 
             b_dB = tl.sum(b_dh * (b_dt * b_u)[:, None], axis=0)
             b_dC = tl.sum(b_h * b_dy[:, None], axis=0)
-            tl.store(dB_part + o_part + t, b_dB, mask=m_n)
-            tl.store(dC_part + o_part + t, b_dC, mask=m_n)
+            if ATOMIC_PARTIALS:
+                tl.atomic_add(dB_part + o_part + t, b_dB, mask=m_n)
+                tl.atomic_add(dC_part + o_part + t, b_dC, mask=m_n)
+            else:
+                tl.store(dB_part + o_part + t, b_dB, mask=m_n)
+                tl.store(dC_part + o_part + t, b_dC, mask=m_n)
             b_du = tl.sum(b_dh * b_B[None, :], axis=1) * b_dt
             if HAS_D:
                 b_du += b_dy * b_D
@@ -264,12 +271,15 @@ class LaunchOptions:
 
     poison: fill every buffer a kernel must fully overwrite with NaN first, so a
     missing store shows up as NaN instead of stale memory.
+    max_partials: at most this many channel-block partial sums of dB, dC are kept
+    (n_slots, batch, G, N, L); beyond it blocks share slots through atomic adds.
     """
 
     block_d: int | None = None
     chunk: int | None = None
     num_warps: int | None = None
     poison: bool = False
+    max_partials: int = 16
 
 
 _options = LaunchOptions()
@@ -325,7 +335,9 @@ def _blocks(dim_per_group: int, N: int, opts: LaunchOptions) -> tuple[int, int, 
     return block_d, BLOCK_N, chunk, num_warps
 
 
-def _alloc(shape, dtype, device, poison: bool) -> torch.Tensor:
+def _alloc(shape, dtype, device, poison: bool, zero: bool = False) -> torch.Tensor:
+    if zero:
+        return torch.zeros(shape, dtype=dtype, device=device)
     if poison:
         return torch.full(shape, float("nan"), dtype=dtype, device=device)
     return torch.empty(shape, dtype=dtype, device=device)
@@ -392,6 +404,8 @@ def bwd_launch(u, delta, A, B, C, D, z, delta_bias, chunk_states, dy, dlast_stat
         raise ValueError(f"chunk_states has {n_chunks} chunks but CHUNK={CHUNK} needs {triton.cdiv(L, CHUNK)}")
     n_dblocks = triton.cdiv(dim // n_groups, BLOCK_D)
     grid = (n_dblocks, batch, n_groups)
+    n_slots = min(n_dblocks, opts.max_partials)
+    atomic = n_slots < n_dblocks
     dev, poison = u.device, opts.poison
     f32 = torch.float32
     out = {
@@ -399,8 +413,9 @@ def bwd_launch(u, delta, A, B, C, D, z, delta_bias, chunk_states, dy, dlast_stat
         "ddelta": _alloc((batch, dim, L), delta.dtype, dev, poison),
         "dz": _alloc((batch, dim, L), z.dtype, dev, poison) if z is not None else None,
         "dA_part": _alloc((batch, dim, N), f32, dev, poison),
-        "dB_part": _alloc((n_dblocks, batch, n_groups, N, L), f32, dev, poison),
-        "dC_part": _alloc((n_dblocks, batch, n_groups, N, L), f32, dev, poison),
+        # atomics accumulate, so their buffers start at zero and cannot be poisoned
+        "dB_part": _alloc((n_slots, batch, n_groups, N, L), f32, dev, poison, zero=atomic),
+        "dC_part": _alloc((n_slots, batch, n_groups, N, L), f32, dev, poison, zero=atomic),
         "dD_part": _alloc((batch, dim), f32, dev, poison) if D is not None else None,
         "ddelta_bias_part": _alloc((batch, dim), f32, dev, poison) if delta_bias is not None else None,
         "dinitial_state": _alloc((batch, dim, N), f32, dev, poison) if use_initial_state else None,
@@ -414,11 +429,12 @@ def bwd_launch(u, delta, A, B, C, D, z, delta_bias, chunk_states, dy, dlast_stat
                   delta_bias=_or(delta_bias, u), chunk_states=chunk_states, dy=dy,
                   dlast_state=_or(dlast_state, u), scratch=scratch,
                   **{k: _or(v, dummy) for k, v in out.items()},
-                  batch=batch, dim=dim, L=L, N=N, n_groups=n_groups, n_chunks=n_chunks),
+                  batch=batch, dim=dim, L=L, N=N, n_groups=n_groups, n_chunks=n_chunks,
+                  n_slots=n_slots),
         meta=dict(BLOCK_D=BLOCK_D, BLOCK_N=BLOCK_N, CHUNK=CHUNK, HAS_D=D is not None,
                   HAS_Z=z is not None, HAS_DELTA_BIAS=delta_bias is not None,
                   DELTA_SOFTPLUS=bool(delta_softplus), USE_INITIAL_STATE=bool(use_initial_state),
-                  HAS_DLAST_STATE=dlast_state is not None),
+                  HAS_DLAST_STATE=dlast_state is not None, ATOMIC_PARTIALS=atomic),
         num_warps=num_warps, outputs={k: v for k, v in out.items() if v is not None})
 
 
