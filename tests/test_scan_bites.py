@@ -1,0 +1,135 @@
+"""The parity harness rejects wrong scans: proof that the parity tests can fail.
+
+Each candidate is the reference with one deliberate bug, of the kind a kernel author
+makes. The harness must flag it, and flag the tensor the bug actually touches.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from estm_ref.scan import selective_scan_ref
+from estm_ref.scan_parity import ScanCase, assert_parity, check_case
+
+CASE = ScanCase(2, 6, 12, 4, groups=2)
+DEVICE = "cpu"
+
+
+def _with_output_from_previous_state(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                                     delta_softplus=False, return_last_state=False, initial_state=None):
+    """Off by one in time: y[t] reads h[t-1] instead of h[t]."""
+    batch, dim, L = u.shape
+    G = 1 if B.dim() == 3 else B.shape[1]
+    Bd = (B[:, None] if B.dim() == 3 else B).float().repeat_interleave(dim // G, dim=1)
+    Cd = (C[:, None] if C.dim() == 3 else C).float().repeat_interleave(dim // G, dim=1)
+    dt = delta.float() + (0 if delta_bias is None else delta_bias[None, :, None])
+    dt = F.softplus(dt, threshold=20.0) if delta_softplus else dt
+    h = initial_state if initial_state is not None else u.new_zeros(batch, dim, A.shape[1], dtype=torch.float32)
+    ys = []
+    for t in range(L):
+        ys.append((h * Cd[..., t]).sum(-1))  # the bug: before the update
+        h = torch.exp(dt[..., t, None] * A) * h + dt[..., t, None] * Bd[..., t] * u[..., t, None].float()
+    y = torch.stack(ys, -1) + (0 if D is None else D[None, :, None] * u.float())
+    y = (y * F.silu(z.float()) if z is not None else y).to(u.dtype)
+    return (y, h) if return_last_state else y
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; the gradient comes back multiplied by `scale`."""
+
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * ctx.scale, None
+
+
+class _SoftplusWithoutDerivative(torch.autograd.Function):
+    """softplus forward, but the backward forgets the sigmoid factor."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return F.softplus(x, threshold=20.0)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+def drop_D(**kw):
+    return selective_scan_ref(**{**kw, "D": None})
+
+
+def softplus_grad_dropped(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                          **kw):
+    x = delta.float() + (0 if delta_bias is None else delta_bias[None, :, None])
+    dt = _SoftplusWithoutDerivative.apply(x) if delta_softplus else x
+    return selective_scan_ref(u, dt, A, B, C, D, z, None, False, **kw)
+
+
+def dA_off_by_a_thousandth(u, delta, A, B, C, **kw):
+    return selective_scan_ref(u, delta, _ScaleGrad.apply(A, 1.001), B, C, **kw)
+
+
+def dA_sign_flipped(u, delta, A, B, C, **kw):
+    return selective_scan_ref(u, delta, _ScaleGrad.apply(A, -1.0), B, C, **kw)
+
+
+def last_state_gradient_ignored(**kw):
+    y, h = selective_scan_ref(**kw)
+    return y, h.detach()
+
+
+def last_state_one_step_early(u, delta, A, B, C, D=None, z=None, **kw):
+    y, _ = selective_scan_ref(u, delta, A, B, C, D, z, **kw)
+    _, h = selective_scan_ref(u[..., :-1], delta[..., :-1], A, B[..., :-1], C[..., :-1], D,
+                              None if z is None else z[..., :-1], **kw)
+    return y, h
+
+
+def forgotten_store(**kw):
+    y, h = selective_scan_ref(**kw)
+    y = y.clone()
+    y[-1, -1, -1] = float("nan")  # what a NaN-poisoned buffer looks like where a store is missing
+    return y, h
+
+
+def float32_output(**kw):
+    y, h = selective_scan_ref(**kw)
+    return y.float(), h
+
+
+BITES = [
+    # (candidate, case, tensors that must be flagged)
+    (drop_D, CASE, {"y", "du", "dz"}),
+    (_with_output_from_previous_state, CASE, {"y", "du", "dC"}),
+    (softplus_grad_dropped, CASE, {"ddelta", "ddelta_bias"}),
+    (dA_off_by_a_thousandth, CASE, {"dA"}),
+    (dA_sign_flipped, CASE, {"dA"}),
+    (last_state_gradient_ignored, CASE, {"du", "dA", "dinitial_state"}),
+    (last_state_one_step_early, CASE, {"last_state"}),
+    (forgotten_store, CASE, {"y"}),
+    (float32_output, ScanCase(1, 4, 6, 4, dtype=torch.bfloat16), {"y"}),
+    # still caught at the loose low-precision tolerance
+    (_with_output_from_previous_state, ScanCase(2, 6, 12, 4, dtype=torch.bfloat16), {"y", "du"}),
+]
+
+
+@pytest.mark.parametrize("candidate, case, flagged", BITES, ids=[f"{c.__name__}-{s}" for c, s, _ in BITES])
+def test_harness_rejects_a_wrong_scan(candidate, case, flagged):
+    report = check_case(candidate, case, DEVICE)
+    failed = {r.name for r in report.rows if not r.ok}
+    assert not report.ok
+    assert flagged <= failed, f"expected {flagged} among the failures, got {failed}\n{report.format()}"
+    with pytest.raises(AssertionError, match="parity failed"):
+        assert_parity(candidate, case, DEVICE)
+
+
+def test_harness_accepts_the_reference_itself():
+    for case in (CASE, ScanCase(1, 4, 6, 4, dtype=torch.bfloat16, groups=4)):
+        report = assert_parity(selective_scan_ref, case, DEVICE)
+        assert {r.name for r in report.rows} == {
+            "y", "last_state", "du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias", "dinitial_state"}
