@@ -279,7 +279,7 @@ class LaunchOptions:
     chunk: int | None = None
     num_warps: int | None = None
     poison: bool = False
-    max_partials: int = 16
+    max_partials: int = 32
 
 
 _options = LaunchOptions()
