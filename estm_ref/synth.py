@@ -1,0 +1,259 @@
+"""`estm synth`: seeded synthetic machine sounds in the exact DCASE 2020 Task 2 layout.
+
+    <out>/<machine_type>/train/normal_id_XX_NNNNNNNN.wav
+    <out>/<machine_type>/test/normal_id_XX_NNNNNNNN.wav
+    <out>/<machine_type>/test/anomaly_id_XX_NNNNNNNN.wav
+
+16 kHz, 16-bit PCM, mono, 10 s by default. fan, pump, slider and valve number their IDs
+from 00, ToyCar and ToyConveyor from 01 (as in DCASE); IDs are consecutive. The sound
+models and faults are in `estm_ref.synth_sounds`.
+
+One clip: the machine (with a fault on anomalous clips) is scaled to RMS 1, factory noise
+is added at `snr_db`, and the mix is set to a loudness drawn from `LOUDNESS_DBFS`,
+whatever the label, so loudness alone says nothing about the label or the ID.
+
+Determinism: every clip draws from its own generator, seeded by (seed, machine type, ID,
+split, label, counter), and the parameters of an ID by (seed, machine type, ID), so a file's
+bytes depend on nothing else: not on the order of generation, on `types`, or on how many
+other IDs or clips are made. Same numpy/scipy build and seed -> byte-identical files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+import zlib
+from collections import Counter
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import soundfile as sf
+
+from estm_ref.config import FeatureConfig
+from estm_ref.synth_sounds import MODELS, MachineModel, factory_noise, rms
+
+log = logging.getLogger(__name__)
+
+MACHINE_TYPES = ("fan", "pump", "slider", "valve", "ToyCar", "ToyConveyor")
+FIRST_ID = {"fan": 0, "pump": 0, "slider": 0, "valve": 0, "ToyCar": 1, "ToyConveyor": 1}
+MAX_IDS = 7
+# Each ID parameter takes one of N_LEVELS evenly spaced values over its range, in a
+# seed-dependent order, plus a jitter of at most a quarter step: any two IDs differ in
+# every parameter by at least half a step.
+N_LEVELS = MAX_IDS
+ID_JITTER = 0.25
+LOUDNESS_DBFS = (-30.0, -26.0)  # RMS of every clip, uniform, label-independent
+SEVERITY = (0.7, 1.3)  # per-clip spread of the fault amount around anomaly_strength
+LIMIT = 0.9  # samples above this are soft-limited towards full scale (rare transients)
+
+DEFAULTS = {"seed": 0, "ids_per_type": 4, "train_per_id": 100, "test_per_id": 40,
+            "anomaly_fraction": 0.5, "snr_db": 6.0, "anomaly_strength": 1.0, "duration_s": 10.0}
+
+_SPLIT_CODE = {"train": 0, "test": 1}
+_LABEL_CODE = {"normal": 0, "anomaly": 1}
+_PURPOSE_LEVELS, _PURPOSE_ID, _PURPOSE_CLIP = 1, 2, 3
+
+
+def _type_code(machine_type: str) -> int:
+    return zlib.crc32(machine_type.encode())
+
+
+def _rng(seed: int, *keys: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, *keys]))
+
+
+def machine_ids(machine_type: str, ids_per_type: int) -> list[str]:
+    """The two-digit IDs generated for a type: 00.. or (ToyCar, ToyConveyor) 01.."""
+    first = FIRST_ID[machine_type]
+    return [f"{first + i:02d}" for i in range(ids_per_type)]
+
+
+def id_params(seed: int, machine_type: str, machine_id: str) -> dict[str, float]:
+    """The parameters of one machine ID (see N_LEVELS)."""
+    model = MODELS[machine_type]
+    index = int(machine_id) - FIRST_ID[machine_type]
+    if not 0 <= index < MAX_IDS:
+        raise ValueError(f"{machine_type} has IDs {machine_ids(machine_type, MAX_IDS)}, "
+                         f"not {machine_id!r}")
+    order_rng = _rng(seed, _PURPOSE_LEVELS, _type_code(machine_type))
+    jitter_rng = _rng(seed, _PURPOSE_ID, _type_code(machine_type), index)
+    params = {}
+    for param in model.params:
+        level = int(order_rng.permutation(N_LEVELS)[index])
+        jitter = jitter_rng.uniform(-ID_JITTER, ID_JITTER)
+        if param.integer:
+            params[param.name] = float(round(param.level(level / (N_LEVELS - 1))))
+        else:
+            params[param.name] = param.level((level + 0.5 + jitter) / N_LEVELS)
+    return params
+
+
+def render_clip(seed: int, machine_type: str, machine_id: str, split: str, label: str,
+                index: int, params: dict[str, float], sample_rate: int, n_samples: int,
+                snr_db: float, anomaly_strength: float) -> tuple[np.ndarray, str | None, bool]:
+    """One clip as int16 samples, its fault (None if normal) and whether it was limited."""
+    model: MachineModel = MODELS[machine_type]
+    rng = _rng(seed, _PURPOSE_CLIP, _type_code(machine_type), int(machine_id),
+               _SPLIT_CODE[split], _LABEL_CODE[label], index)
+    fault, amount = None, 0.0
+    if label == "anomaly":
+        fault = model.faults[rng.integers(len(model.faults))]
+        amount = anomaly_strength * rng.uniform(*SEVERITY)
+    machine = model.render(rng, params, n_samples, sample_rate, fault, amount)
+    background = factory_noise(rng, n_samples, sample_rate)
+    x = machine / rms(machine) + background * 10.0 ** (-snr_db / 20.0)
+    x *= 10.0 ** (rng.uniform(*LOUDNESS_DBFS) / 20.0) / rms(x)
+    over = np.abs(x) > LIMIT
+    limited = bool(over.any())
+    if limited:  # a smooth knee keeps clangs and impacts from clipping
+        excess = (np.abs(x[over]) - LIMIT) / (1.0 - LIMIT)
+        x[over] = np.sign(x[over]) * (LIMIT + (1.0 - LIMIT) * np.tanh(excess))
+    return np.round(x * 32767.0).astype(np.int16), fault, limited
+
+
+def _write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
+    """Write atomically, so an interrupted run leaves no truncated clip under a clip's name."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    sf.write(tmp, samples, sample_rate, subtype="PCM_16", format="WAV")
+    os.replace(tmp, path)
+
+
+def _plan(machine_type: str, ids: list[str], train_per_id: int, test_per_id: int,
+          anomaly_fraction: float) -> list[tuple[str, str, str, int]]:
+    n_anomaly = int(round(test_per_id * anomaly_fraction))
+    jobs = []
+    for machine_id in ids:
+        jobs += [(machine_id, "train", "normal", i) for i in range(train_per_id)]
+        jobs += [(machine_id, "test", "normal", i) for i in range(test_per_id - n_anomaly)]
+        jobs += [(machine_id, "test", "anomaly", i) for i in range(n_anomaly)]
+    return jobs
+
+
+def _check(name: str, ok: bool, requirement: str, value) -> None:
+    if not ok:
+        raise ValueError(f"{name} must be {requirement}, got {value!r}")
+
+
+def generate(out: Path | str, seed: int = DEFAULTS["seed"],
+             ids_per_type: int = DEFAULTS["ids_per_type"],
+             train_per_id: int = DEFAULTS["train_per_id"],
+             test_per_id: int = DEFAULTS["test_per_id"],
+             types: Sequence[str] | None = None,
+             snr_db: float = DEFAULTS["snr_db"],
+             anomaly_strength: float = DEFAULTS["anomaly_strength"],
+             duration_s: float = DEFAULTS["duration_s"],
+             anomaly_fraction: float = DEFAULTS["anomaly_fraction"],
+             progress: bool = True) -> dict:
+    """Write a synthetic DCASE 2020 Task 2 set under `out`; return a summary dict.
+
+    Existing files of the same names are overwritten (with the same bytes, for the same
+    arguments); other files are left alone.
+    """
+    from tqdm.auto import tqdm
+
+    types = list(MACHINE_TYPES if types is None else types)
+    unknown = [t for t in types if t not in MACHINE_TYPES]
+    _check("types", not unknown and len(set(types)) == len(types) and types,
+           f"distinct names from {MACHINE_TYPES}", types)
+    _check("seed", isinstance(seed, (int, np.integer)) and seed >= 0, "an integer >= 0", seed)
+    _check("ids_per_type", 1 <= ids_per_type <= MAX_IDS, f"in [1, {MAX_IDS}]", ids_per_type)
+    _check("train_per_id", train_per_id >= 0, ">= 0", train_per_id)
+    _check("test_per_id", test_per_id >= 0, ">= 0", test_per_id)
+    _check("anomaly_fraction", 0.0 <= anomaly_fraction <= 1.0, "in [0, 1]", anomaly_fraction)
+    _check("anomaly_strength", anomaly_strength > 0, "> 0", anomaly_strength)
+    _check("snr_db", np.isfinite(snr_db), "finite", snr_db)
+    sample_rate = FeatureConfig().sample_rate
+    n_samples = int(round(duration_s * sample_rate))
+    _check("duration_s", n_samples >= sample_rate // 10, ">= 0.1", duration_s)
+
+    out = Path(out)
+    jobs = [(t, *job) for t in types for job in _plan(t, machine_ids(t, ids_per_type),
+                                                      train_per_id, test_per_id, anomaly_fraction)]
+    for machine_type in types:
+        for split in ("train", "test"):
+            (out / machine_type / split).mkdir(parents=True, exist_ok=True)
+    params = {t: {i: id_params(seed, t, i) for i in machine_ids(t, ids_per_type)} for t in types}
+    faults: dict[str, Counter] = {t: Counter() for t in types}
+    counts: dict[str, Counter] = {t: Counter() for t in types}
+    n_limited = 0
+    start = time.perf_counter()
+    for machine_type, machine_id, split, label, index in tqdm(
+            jobs, desc="synth", unit="clip", disable=not progress):
+        samples, fault, limited = render_clip(
+            seed, machine_type, machine_id, split, label, index, params[machine_type][machine_id],
+            sample_rate, n_samples, snr_db, anomaly_strength)
+        name = f"{label}_id_{machine_id}_{index:08d}.wav"
+        _write_wav(out / machine_type / split / name, samples, sample_rate)
+        counts[machine_type][f"{split}_{label}"] += 1
+        if fault is not None:
+            faults[machine_type][fault] += 1
+        n_limited += limited
+    seconds = time.perf_counter() - start
+    summary = {
+        "out": str(out), "seed": seed, "types": types, "sample_rate": sample_rate,
+        "duration_s": n_samples / sample_rate, "snr_db": snr_db,
+        "anomaly_strength": anomaly_strength, "anomaly_fraction": anomaly_fraction,
+        "ids": {t: machine_ids(t, ids_per_type) for t in types},
+        "counts": {t: dict(sorted(c.items())) for t, c in counts.items()},
+        "faults": {t: dict(sorted(c.items())) for t, c in faults.items()},
+        "id_params": params, "n_files": len(jobs), "n_limited": n_limited,
+        "seconds": seconds, "clips_per_s": len(jobs) / seconds if seconds > 0 else float("inf"),
+    }
+    log.info("wrote %d clips to %s in %.1f s (%.1f clips/s); %d soft-limited",
+             len(jobs), out, seconds, summary["clips_per_s"], n_limited)
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    lines = [f"{'type':<12} {'ids':<22} {'train':>6} {'test N':>7} {'test A':>7}  faults"]
+    for t in summary["types"]:
+        c = summary["counts"][t]
+        faults = ", ".join(f"{k} {v}" for k, v in summary["faults"][t].items()) or "-"
+        lines.append(f"{t:<12} {' '.join(summary['ids'][t]):<22} {c.get('train_normal', 0):>6} "
+                     f"{c.get('test_normal', 0):>7} {c.get('test_anomaly', 0):>7}  {faults}")
+    lines.append(f"{summary['n_files']} clips of {summary['duration_s']:g} s at "
+                 f"{summary['sample_rate']} Hz in {summary['out']}: seed {summary['seed']}, "
+                 f"SNR {summary['snr_db']:g} dB, anomaly strength {summary['anomaly_strength']:g}; "
+                 f"{summary['seconds']:.1f} s ({summary['clips_per_s']:.1f} clips/s)")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = DEFAULTS
+    parser.add_argument("--out", required=True, type=Path, help="root folder of the data set")
+    parser.add_argument("--seed", type=int, default=d["seed"], help="(default %(default)s)")
+    parser.add_argument("--ids-per-type", type=int, default=d["ids_per_type"],
+                        help=f"machine IDs per type, 1-{MAX_IDS} (default %(default)s)")
+    parser.add_argument("--train-per-id", type=int, default=d["train_per_id"],
+                        help="normal training clips per ID (default %(default)s)")
+    parser.add_argument("--test-per-id", type=int, default=d["test_per_id"],
+                        help="test clips per ID (default %(default)s)")
+    parser.add_argument("--anomaly-fraction", type=float, default=d["anomaly_fraction"],
+                        help="share of anomalous test clips (default %(default)s)")
+    parser.add_argument("--snr-db", type=float, default=d["snr_db"],
+                        help="machine-to-factory-noise ratio in dB; lower is harder "
+                             "(default %(default)s)")
+    parser.add_argument("--anomaly-strength", type=float, default=d["anomaly_strength"],
+                        help="scale of the faults; lower is harder (default %(default)s)")
+    parser.add_argument("--duration-s", type=float, default=d["duration_s"],
+                        help="clip length in seconds (default %(default)s)")
+    parser.add_argument("--types", nargs="+", choices=MACHINE_TYPES, metavar="TYPE",
+                        help=f"machine types (default all: {' '.join(MACHINE_TYPES)})")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        summary = generate(args.out, seed=args.seed, ids_per_type=args.ids_per_type,
+                           train_per_id=args.train_per_id, test_per_id=args.test_per_id,
+                           types=args.types, snr_db=args.snr_db,
+                           anomaly_strength=args.anomaly_strength, duration_s=args.duration_s,
+                           anomaly_fraction=args.anomaly_fraction, progress=not args.no_progress)
+    except ValueError as err:
+        log.error("%s", err)
+        return 2
+    print(format_summary(summary))
+    return 0

@@ -1,0 +1,508 @@
+"""Signal models of the six DCASE 2020 Task 2 machines, their faults, and factory noise.
+
+Each machine is a `MachineModel`: a table of parameters that set one machine ID apart
+from another (speeds, resonances, timing) and a render function
+
+    render(rng, p, n, sr, fault, amount) -> (n,) float64
+
+that draws one clip of the machine with ID parameters `p`. `fault` is None for a normal
+clip, else one of the model's fault names; `amount` (> 0) scales how far the fault takes
+the sound from normal (1 = the subtle default). Everything is vectorised numpy: noise is
+coloured in the frequency domain, tones come from integrated instantaneous frequency,
+impacts are impulse trains convolved with decaying resonances.
+
+Levels are relative: the caller normalises the machine signal, adds background noise at
+the chosen SNR and sets the loudness of the mix, so no model needs an absolute scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from scipy.signal import oaconvolve
+
+TWO_PI = 2.0 * np.pi
+
+
+# ----------------------------------------------------------------------------- primitives
+
+def rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x)))) + 1e-12
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    """`x` scaled to RMS 1."""
+    return x / rms(x)
+
+
+def mix(base: np.ndarray, part: np.ndarray, rel_db: float) -> np.ndarray:
+    """`base` plus `part` at `rel_db` dB relative to the RMS of `base`."""
+    return base + part * (rms(base) / rms(part) * 10.0 ** (rel_db / 20.0))
+
+
+def level(base_db: float, amount: float) -> float:
+    """A fault component's level in dB: `base_db` at amount 1, +6 dB per doubling."""
+    return base_db + 20.0 * np.log10(amount)
+
+
+def depth(base: float, amount: float, cap: float = 0.9) -> float:
+    """A fault's modulation depth or deviation: `base` at amount 1, linear, at most `cap`."""
+    return min(base * amount, cap)
+
+
+def tilt(f: np.ndarray, db_per_octave: float) -> np.ndarray:
+    """Amplitude slope in dB per octave, 1 at 1 kHz (flat below 20 Hz)."""
+    return (np.maximum(f, 20.0) / 1000.0) ** (db_per_octave / 6.0206)
+
+
+def peak(f: np.ndarray, fc: float, q: float) -> np.ndarray:
+    """Magnitude of a second-order band-pass resonance at `fc` with quality `q`."""
+    ratio = np.maximum(f, 1.0) / fc
+    return 1.0 / np.sqrt(1.0 + (q * (ratio - 1.0 / ratio)) ** 2)
+
+
+def lowpass(f: np.ndarray, fc: float, order: int = 2) -> np.ndarray:
+    return 1.0 / np.sqrt(1.0 + (f / fc) ** (2 * order))
+
+
+def highpass(f: np.ndarray, fc: float, order: int = 2) -> np.ndarray:
+    return 1.0 / np.sqrt(1.0 + (fc / np.maximum(f, 1.0)) ** (2 * order))
+
+
+def shaped_noise(rng: np.random.Generator, n: int, sr: int,
+                 gain: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Gaussian noise whose amplitude spectrum is `gain(f)`, RMS 1."""
+    f = np.fft.rfftfreq(n, 1.0 / sr)
+    spec = rng.standard_normal(f.size) + 1j * rng.standard_normal(f.size)
+    spec *= gain(f)
+    spec[0] = 0.0
+    return unit(np.fft.irfft(spec, n))
+
+
+def smooth_noise(rng: np.random.Generator, n: int, sr: int, rate_hz: float) -> np.ndarray:
+    """A slow random curve (knots every 1/rate_hz s, linearly joined), about unit scale."""
+    n_knots = int(n * rate_hz / sr) + 3
+    knots = rng.standard_normal(n_knots)
+    return np.interp(np.arange(n) * (rate_hz / sr), np.arange(n_knots), knots)
+
+
+def speed_curve(rng: np.random.Generator, n: int, sr: int, jitter: float = 0.006,
+                wander: float = 0.002) -> np.ndarray:
+    """Per-clip speed factor near 1: a static offset plus a slow wander."""
+    return 1.0 + jitter * rng.standard_normal() + wander * smooth_noise(rng, n, sr, 0.5)
+
+
+def phase_of(freq: np.ndarray, sr: int) -> np.ndarray:
+    """Running phase (rad) of a tone with instantaneous frequency `freq` (Hz)."""
+    return TWO_PI * np.cumsum(freq) / sr
+
+
+def harmonics(rng: np.random.Generator, phase: np.ndarray, f_top: float, sr: int,
+              amps: list[float] | np.ndarray) -> np.ndarray:
+    """Sum of a_k sin(k * phase + random phase); harmonics above 0.95 Nyquist are dropped.
+
+    `f_top` is the highest instantaneous fundamental frequency in `phase`.
+    """
+    # z**k by repeated multiplication: one complex exponential instead of one sine per harmonic
+    amps = np.asarray(amps, dtype=np.float64)
+    offsets = rng.uniform(0.0, TWO_PI, amps.size)
+    count = int(np.sum(np.arange(1, amps.size + 1) * f_top < 0.475 * sr))
+    wrapped = (phase - TWO_PI * np.floor(phase / TWO_PI)).astype(np.float32)
+    z = np.cos(wrapped) + 1j * np.sin(wrapped)  # complex64: float32 sin/cos are vectorised
+    zk = z.copy()
+    out = np.zeros(phase.shape, dtype=np.float32)
+    for k in range(count):
+        if k:
+            zk *= z
+        coef = amps[k] * np.exp(1j * offsets[k])
+        out += np.float32(coef.real) * zk.imag + np.float32(coef.imag) * zk.real
+    return out.astype(np.float64)
+
+
+def decaying_amps(ratio: float, count: int) -> np.ndarray:
+    return ratio ** np.arange(count)
+
+
+def ring(n: int, sr: int, times: np.ndarray, amps: np.ndarray, freqs: list[float],
+         decay_s: float, rng: np.random.Generator) -> np.ndarray:
+    """Impulses at `times` (s) with `amps`, each ringing through decaying sinusoids at `freqs`."""
+    phases = rng.uniform(0.0, TWO_PI, len(freqs))
+    length = min(n, max(8, int(7.0 * decay_s * sr)))
+    t = np.arange(length) / sr
+    kernel = np.zeros(length)
+    for j, (fr, ph) in enumerate(zip(freqs, phases)):
+        if fr < 0.475 * sr:
+            kernel += (0.6 ** j) * np.sin(TWO_PI * fr * t + ph)
+    kernel *= np.exp(-t / decay_s)
+    idx = np.round(np.asarray(times, dtype=np.float64) * sr).astype(np.int64)
+    amps = np.broadcast_to(np.asarray(amps, dtype=np.float64), idx.shape)
+    keep = (idx >= 0) & (idx < n) & (amps != 0)
+    idx, amps = idx[keep], amps[keep]
+    if idx.size * length > 4 * n:  # dense: one FFT convolution
+        pulses = np.zeros(n)
+        np.add.at(pulses, idx, amps)
+        return oaconvolve(pulses, kernel)[:n]
+    out = np.zeros(n + length)  # sparse: add the kernel at each event
+    for i, a in zip(idx, amps):
+        out[i:i + length] += a * kernel
+    return out[:n]
+
+
+def poisson_times(rng: np.random.Generator, rate_hz: float, duration: float) -> np.ndarray:
+    return np.sort(rng.uniform(0.0, duration, rng.poisson(rate_hz * duration)))
+
+
+def periodic_times(rng: np.random.Generator, period: float, duration: float,
+                   jitter: float) -> np.ndarray:
+    """Event times with a random start and a relative period jitter per event."""
+    count = int(duration / period) + 3
+    steps = period * (1.0 + jitter * rng.standard_normal(count))
+    offsets = np.concatenate([[0.0], np.cumsum(np.maximum(steps, 0.2 * period))])
+    return rng.uniform(-period, 0.0) + offsets
+
+
+def gate(n: int, sr: int, starts: np.ndarray, stops: np.ndarray, ramp_s: float) -> np.ndarray:
+    """1 inside the [start, stop) intervals, 0 outside, with linear ramps of `ramp_s`."""
+    t = np.arange(n) / sr
+    k = np.searchsorted(starts, t, side="right") - 1
+    valid = k >= 0
+    kk = np.clip(k, 0, None)
+    up = np.clip((t - starts[kk]) / ramp_s, 0.0, 1.0)
+    down = np.clip((stops[kk] - t) / ramp_s, 0.0, 1.0)
+    return np.where(valid, np.minimum(up, down), 0.0)
+
+
+# ----------------------------------------------------------------------------- parameters
+
+@dataclass(frozen=True)
+class Param:
+    """An ID parameter spread over [lo, hi] (log-spaced when `log`), integer when `integer`."""
+
+    name: str
+    lo: float
+    hi: float
+    log: bool = False
+    integer: bool = False
+
+    def level(self, position: float) -> float:
+        """The value at `position` in [0, 1] of the range."""
+        if self.log:
+            return float(np.exp(np.log(self.lo) + position * (np.log(self.hi) - np.log(self.lo))))
+        return self.lo + position * (self.hi - self.lo)
+
+
+@dataclass(frozen=True)
+class MachineModel:
+    params: tuple[Param, ...]
+    faults: tuple[str, ...]
+    render: Callable[..., np.ndarray]
+    description: str
+
+
+# ----------------------------------------------------------------------------- machines
+
+def render_fan(rng, p, n, sr, fault, amount):
+    """Airflow noise shaped by the duct, blade-pass harmonics, a weak shaft tone."""
+    t = np.arange(n) / sr
+    shaft = p["shaft_hz"] * speed_curve(rng, n, sr)
+    shaft_phase = phase_of(shaft, sr)
+    blades = p["blades"]
+    bpf_phase = blades * shaft_phase
+    f_bpf = blades * shaft.max()
+    tones = harmonics(rng, bpf_phase, f_bpf, sr, decaying_amps(p["harm_decay"], 10))
+    tones += 0.2 * np.sin(shaft_phase + rng.uniform(0, TWO_PI))
+    air = shaped_noise(rng, n, sr, lambda f: tilt(f, p["air_tilt"]) *
+                       (0.3 + peak(f, p["duct_hz"], 1.4)) * lowpass(f, 6500.0, 2))
+    air *= 1.0 + 0.12 * np.sin(bpf_phase + rng.uniform(0, TWO_PI))
+    x = mix(air, tones, p["tonal_db"])
+    if fault == "bearing":  # defect on a race: a resonance excited at the ball-pass rate
+        band = shaped_noise(rng, n, sr, lambda f: peak(f, rng.uniform(2500, 6000), 6.0))
+        bpfo = shaft * rng.uniform(2.6, 4.4)
+        band *= 1.0 + 0.9 * np.sin(phase_of(bpfo, sr))
+        x = mix(x, band, level(-12.0, amount))
+    elif fault == "imbalance":  # once-per-revolution force: 1x tone and modulation
+        x = mix(x, np.sin(shaft_phase), level(-9.0, amount))
+        x = x * (1.0 + depth(0.3, amount) * np.sin(shaft_phase + rng.uniform(0, TWO_PI)))
+    elif fault == "rub":  # a blade tip touching the housing once per revolution
+        revs = np.arange(0.0, t[-1] + 1.0, 1.0 / p["shaft_hz"]) + rng.uniform(0, 0.05)
+        amps = rng.uniform(0.2, 1.0, revs.size) * (rng.random(revs.size) < 0.7)
+        clicks = ring(n, sr, revs, amps, [rng.uniform(3000, 6000)], 0.0015, rng)
+        x = mix(x, clicks, level(-14.0, amount))
+    return x
+
+
+def render_pump(rng, p, n, sr, fault, amount):
+    """Shaft and vane-pass harmonics over fluid turbulence with slow flow fluctuation."""
+    t = np.arange(n) / sr
+    shaft = p["shaft_hz"] * speed_curve(rng, n, sr)
+    shaft_phase = phase_of(shaft, sr)
+    tones = harmonics(rng, shaft_phase, shaft.max(), sr, decaying_amps(p["harm_decay"], 6))
+    vanes = p["vanes"]
+    tones += p["vane_gain"] * harmonics(rng, vanes * shaft_phase, vanes * shaft.max(), sr,
+                                        [1.0, 0.4, 0.15])
+    turb = shaped_noise(rng, n, sr, lambda f: lowpass(f, p["turb_hz"], 2) *
+                        (0.25 + peak(f, p["pipe_hz"], 3.0)))
+    turb *= 1.0 + p["flow_depth"] * smooth_noise(rng, n, sr, p["flow_rate"])
+    x = mix(turb, tones, p["tonal_db"])
+    if fault == "cavitation":  # collapsing vapour bubbles: bursts of sharp crackle
+        times = poisson_times(rng, rng.uniform(60, 160), t[-1])
+        burst = smooth_noise(rng, n, sr, 3.0)
+        on = burst[np.clip((times * sr).astype(int), 0, n - 1)] > 0.0
+        amps = rng.exponential(1.0, times.size) * on
+        crackle = ring(n, sr, times, amps, [rng.uniform(2500, 5500)], 0.0006, rng)
+        x = mix(x, crackle, level(-14.0, amount))
+    elif fault == "leak":  # a leaking seal: steady high-frequency hiss
+        fc = rng.uniform(2500, 4500)
+        hiss = shaped_noise(rng, n, sr, lambda f: highpass(f, fc, 3) * lowpass(f, 7000, 2))
+        x = mix(x, hiss, level(-13.0, amount))
+    elif fault == "clog":  # a partly blocked intake: pressure pulsation at a few Hz
+        rate = rng.uniform(1.5, 4.0)
+        x = x * (1.0 + depth(0.4, amount) * np.sin(TWO_PI * rate * t + rng.uniform(0, TWO_PI)))
+        x = mix(x, harmonics(rng, vanes * shaft_phase, vanes * shaft.max(), sr, [1.0]),
+                level(-10.0, amount))
+    return x
+
+
+def _strokes(rng, p, duration, period_jitter):
+    """Start times and moving durations of the slider's strokes."""
+    starts = periodic_times(rng, p["period_s"] * (1 + 0.008 * rng.standard_normal()),
+                            duration, period_jitter)
+    moving = p["duty"] * np.diff(np.append(starts, starts[-1] + p["period_s"]))
+    return starts, moving
+
+
+def render_slider(rng, p, n, sr, fault, amount):
+    """Back-and-forth strokes: motor whine and rail friction while moving, a stop impact."""
+    t = np.arange(n) / sr
+    duration = n / sr
+    jitter = 0.004 + (depth(0.04, amount) if fault == "loose_belt" else 0.0)
+    starts, moving = _strokes(rng, p, duration, jitter)
+    k = np.clip(np.searchsorted(starts, t, side="right") - 1, 0, None)
+    u = (t - starts[k]) / moving[k]
+    inside = (u >= 0.0) & (u < 1.0)
+    v = np.where(inside, np.sin(np.pi * np.clip(u, 0.0, 1.0)) ** 0.6, 0.0)
+    if fault == "loose_belt":  # slack belt: the carriage surges while it moves
+        v = v * (1.0 + depth(0.35, amount) * np.sin(TWO_PI * rng.uniform(7, 14) * t))
+    f_motor = p["motor_hz"] * (0.35 + 0.65 * v) * speed_curve(rng, n, sr)
+    whine = v * harmonics(rng, phase_of(f_motor, sr), f_motor.max(), sr,
+                          decaying_amps(0.5, 5))
+    friction = v * shaped_noise(rng, n, sr, lambda f: peak(f, p["friction_hz"], 1.2))
+    stops = starts + moving
+    amps = 1.0 + 0.08 * rng.standard_normal(starts.size)
+    impact_f = [p["impact_hz"], 2.7 * p["impact_hz"]]
+    impacts = ring(n, sr, stops, amps, impact_f, p["impact_decay_s"], rng)
+    impacts += ring(n, sr, starts, 0.3 * amps, impact_f, p["impact_decay_s"], rng)
+    x = mix(friction, whine, p["whine_db"])
+    x = mix(x, impacts, p["impact_db"])
+    if fault == "squeal":  # dry rail: stick-slip squeal on some strokes
+        f_sq = rng.uniform(1500, 4000) * (1 + 0.01 * np.sin(TWO_PI * 5.0 * t))
+        strokes_on = (rng.random(starts.size) < 0.6)[k]
+        squeal = v * strokes_on * np.sin(phase_of(f_sq, sr))
+        x = mix(x, squeal, level(-10.0, amount))
+    elif fault == "rail_damage":  # a dent in the rail: a small knock at one position
+        pos = rng.uniform(0.2, 0.8)
+        knocks = ring(n, sr, starts + pos * moving, rng.uniform(0.6, 1.0, starts.size),
+                      [rng.uniform(2500, 5000)], 0.002, rng)
+        x = mix(x, knocks, level(-8.0, amount))
+    return x
+
+
+def render_valve(rng, p, n, sr, fault, amount):
+    """A solenoid valve cycling: open and close clicks, fluid hiss while open."""
+    duration = n / sr
+    opens = periodic_times(rng, p["cycle_s"] * (1 + 0.005 * rng.standard_normal()),
+                           duration, 0.003)
+    closes = opens + p["open_frac"] * p["cycle_s"] * (1 + 0.01 * rng.standard_normal(opens.size))
+    open_amp = np.ones(opens.size)
+    close_amp = p["close_gain"] * np.ones(opens.size)
+    extra = np.zeros(0)
+    if fault == "irregular":  # missed and spurious actuations
+        count = max(1, int(round(0.5 * amount * duration / p["cycle_s"])))
+        in_clip = np.flatnonzero((opens > 0) & (closes < duration))
+        for _ in range(count):
+            if rng.random() < 0.5 and in_clip.size:
+                miss = rng.choice(in_clip)
+                open_amp[miss] = close_amp[miss] = 0.0
+            else:
+                extra = np.append(extra, rng.uniform(0.0, duration))
+    live = open_amp > 0
+    freqs = [p["click_hz"], p["click_hz"] * p["click_ratio"], 180.0]
+    clicks = ring(n, sr, opens, open_amp, freqs, p["decay_s"], rng)
+    clicks += ring(n, sr, closes, close_amp, [0.85 * f for f in freqs], p["decay_s"], rng)
+    if extra.size:
+        clicks += ring(n, sr, extra, rng.uniform(0.5, 1.0, extra.size), freqs, p["decay_s"], rng)
+    if fault == "bounce":  # a sticky plunger bounces on its seat after closing
+        lag = rng.uniform(0.008, 0.025)
+        clicks += ring(n, sr, closes + lag, depth(0.9, amount, cap=1.5) * close_amp,
+                       [1.1 * f for f in freqs], 0.7 * p["decay_s"], rng)
+    is_open = gate(n, sr, opens[live], closes[live], 0.004)
+    hiss_src = shaped_noise(rng, n, sr, lambda f: peak(f, p["hiss_hz"], 1.0))
+    x = mix(clicks, is_open * hiss_src, p["hiss_db"])
+    if fault == "leak":  # contamination on the seat: flow continues while closed
+        x = mix(x, (1.0 - is_open) * hiss_src, level(-14.0, amount))
+    return x
+
+
+def render_toycar(rng, p, n, sr, fault, amount):
+    """A small DC motor: whine with periodic speed modulation, gear mesh, brush noise, rumble."""
+    t = np.arange(n) / sr
+    speed = 1.0 + p["mod_depth"] * np.sin(TWO_PI * p["mod_rate"] * t + rng.uniform(0, TWO_PI))
+    speed = speed * speed_curve(rng, n, sr, jitter=0.006, wander=0.004)
+    if fault == "speed_drift":  # supply voltage sagging or rising during the run
+        speed = speed * (1.0 + rng.choice([-1.0, 1.0]) * depth(0.08, amount, cap=0.5) * t / t[-1])
+    f_m = p["motor_hz"] * speed
+    motor_phase = phase_of(f_m, sr)
+    whine = speed ** 2 * harmonics(rng, motor_phase, f_m.max(), sr,
+                                   decaying_amps(p["harm_decay"], 6))
+    ratio = p["gear_ratio"]
+    gear = harmonics(rng, ratio * motor_phase, ratio * f_m.max(), sr, [1.0, 0.5])
+    brush = shaped_noise(rng, n, sr, lambda f: highpass(f, p["brush_hz"], 2))
+    brush *= 1.0 + 0.5 * np.sin(2 * motor_phase)
+    wheel_phase = motor_phase / 40.0
+    rumble = shaped_noise(rng, n, sr, lambda f: lowpass(f, 350.0, 2))
+    rumble *= 1.0 + 0.2 * np.sin(wheel_phase)
+    x = mix(whine, gear, p["gear_db"])
+    x = mix(x, brush, -12.0)
+    x = mix(x, rumble, -8.0)
+    if fault == "gear_damage":  # a broken tooth: a knock once per gear revolution
+        revs = phase_of(f_m / p["gear_teeth"], sr) / TWO_PI
+        idx = np.flatnonzero(np.diff(np.floor(revs)) > 0)
+        knocks = ring(n, sr, idx / sr, rng.uniform(0.6, 1.0, idx.size),
+                      [rng.uniform(2000, 4500)], 0.0015, rng)
+        x = mix(x, knocks, level(-10.0, amount))
+    elif fault == "tire":  # a deformed tyre: bump and modulation once per wheel turn
+        x = x * (1.0 + depth(0.25, amount) * np.sin(wheel_phase + rng.uniform(0, TWO_PI)))
+        x = mix(x, rumble * np.maximum(0, np.sin(wheel_phase)) ** 4, level(-9.0, amount))
+    elif fault == "bearing":  # a worn shaft bearing: high band modulated at the shaft rate
+        band = shaped_noise(rng, n, sr, lambda f: peak(f, rng.uniform(4000, 7000), 5.0))
+        band *= 1.0 + 0.8 * np.sin(motor_phase)
+        x = mix(x, band, level(-11.0, amount))
+    return x
+
+
+def render_toyconveyor(rng, p, n, sr, fault, amount):
+    """Belt rumble over the drive's hum, with ticks where the belt seam passes a roller."""
+    t = np.arange(n) / sr
+    duration = n / sr
+    wobble = 1.0
+    if fault == "slip":  # a slipping belt: uneven speed
+        wobble = 1.0 + depth(0.05, amount) * smooth_noise(rng, n, sr, 1.5)
+    f_h = p["motor_hz"] * speed_curve(rng, n, sr) * wobble
+    hum = harmonics(rng, phase_of(f_h, sr), f_h.max(), sr, decaying_amps(p["harm_decay"], 8))
+    rumble = shaped_noise(rng, n, sr, lambda f: lowpass(f, p["rumble_hz"], 2) *
+                          (0.3 + peak(f, p["roller_hz"], 2.0)))
+    rumble *= 1.0 + 0.15 * np.sin(TWO_PI * t / p["tick_s"] * 3.0 + rng.uniform(0, TWO_PI))
+    jitter = 0.006 + (depth(0.15, amount) if fault == "slip" else 0.0)
+    seams = periodic_times(rng, p["tick_s"] * (1 + 0.006 * rng.standard_normal()),
+                           duration, jitter)
+    times = np.concatenate([seams, seams + p["tick_gap_s"]])
+    amps = np.concatenate([np.ones(seams.size), 0.6 * np.ones(seams.size)])
+    ticks = ring(n, sr, times, amps, [p["tick_hz"], 1.9 * p["tick_hz"]], 0.003, rng)
+    x = mix(rumble, hum, p["hum_db"])
+    x = mix(x, ticks, p["tick_db"])
+    if fault == "rattle":  # a loose part: bursts of metallic clicks
+        bursts = seams[rng.random(seams.size) < 0.7] + rng.uniform(0.0, 0.1)
+        clicks = [b + np.cumsum(rng.exponential(1 / 70.0, 12)) for b in bursts]
+        c_times = np.concatenate(clicks) if clicks else np.zeros(0)
+        rattle = ring(n, sr, c_times, rng.uniform(0.3, 1.0, c_times.size),
+                      [rng.uniform(3000, 6000)], 0.001, rng)
+        x = mix(x, rattle, level(-11.0, amount))
+    elif fault == "scrape":  # something dragging on the belt: band noise once per seam passage
+        scrape = shaped_noise(rng, n, sr, lambda f: peak(f, rng.uniform(1000, 3000), 3.0))
+        scrape *= gate(n, sr, seams, seams + 0.4 * p["tick_s"], 0.02)
+        x = mix(x, scrape, level(-12.0, amount))
+    elif fault == "slip":  # ... and a short squeak each time the belt slips on the drive roller
+        starts = poisson_times(rng, 1.5, duration)
+        squeak = shaped_noise(rng, n, sr, lambda f: peak(f, rng.uniform(900, 2500), 4.0))
+        squeak *= gate(n, sr, starts, starts + rng.uniform(0.04, 0.15, starts.size), 0.01)
+        x = mix(x, squeak, level(-12.0, amount))
+    return x
+
+
+MODELS: dict[str, MachineModel] = {
+    "fan": MachineModel(
+        params=(Param("shaft_hz", 12.0, 28.0, log=True), Param("blades", 3, 9, integer=True),
+                Param("duct_hz", 300.0, 2400.0, log=True), Param("air_tilt", -4.5, -1.5),
+                Param("harm_decay", 0.45, 0.8), Param("tonal_db", -12.0, -3.0)),
+        faults=("bearing", "imbalance", "rub"),
+        render=render_fan,
+        description="broadband airflow through a duct resonance + blade-pass harmonics",
+    ),
+    "pump": MachineModel(
+        params=(Param("shaft_hz", 20.0, 48.0, log=True), Param("vanes", 4, 10, integer=True),
+                Param("harm_decay", 0.4, 0.75), Param("vane_gain", 0.2, 0.9),
+                Param("turb_hz", 300.0, 1500.0, log=True), Param("pipe_hz", 150.0, 1200.0, log=True),
+                Param("flow_rate", 0.1, 0.6), Param("flow_depth", 0.05, 0.25),
+                Param("tonal_db", -8.0, 2.0)),
+        faults=("cavitation", "leak", "clog"),
+        render=render_pump,
+        description="low shaft/vane-pass harmonics + low-passed fluid turbulence",
+    ),
+    "slider": MachineModel(
+        params=(Param("period_s", 0.7, 2.2, log=True), Param("duty", 0.5, 0.8),
+                Param("motor_hz", 180.0, 600.0, log=True),
+                Param("friction_hz", 800.0, 3000.0, log=True),
+                Param("impact_hz", 900.0, 3500.0, log=True), Param("impact_decay_s", 0.005, 0.02),
+                Param("whine_db", -8.0, 2.0), Param("impact_db", -4.0, 4.0)),
+        faults=("squeal", "rail_damage", "loose_belt"),
+        render=render_slider,
+        description="periodic strokes: motor whine and rail friction, impacts at the stops",
+    ),
+    "valve": MachineModel(
+        params=(Param("cycle_s", 0.8, 3.0, log=True), Param("open_frac", 0.15, 0.6),
+                Param("click_hz", 1200.0, 5000.0, log=True), Param("click_ratio", 1.3, 2.6),
+                Param("decay_s", 0.003, 0.015, log=True), Param("close_gain", 0.6, 1.6),
+                Param("hiss_hz", 1500.0, 6000.0, log=True), Param("hiss_db", -16.0, -4.0)),
+        faults=("irregular", "bounce", "leak"),
+        render=render_valve,
+        description="intermittent open/close solenoid clicks + flow hiss while open",
+    ),
+    "ToyCar": MachineModel(
+        params=(Param("motor_hz", 250.0, 900.0, log=True), Param("harm_decay", 0.4, 0.75),
+                Param("gear_ratio", 1.6, 3.2), Param("gear_db", -14.0, -4.0),
+                Param("mod_rate", 0.15, 0.8, log=True), Param("mod_depth", 0.03, 0.12),
+                Param("brush_hz", 3000.0, 7000.0, log=True), Param("gear_teeth", 12, 24, integer=True)),
+        faults=("gear_damage", "tire", "speed_drift", "bearing"),
+        render=render_toycar,
+        description="DC-motor whine with speed modulation, gear mesh, brush noise, wheel rumble",
+    ),
+    "ToyConveyor": MachineModel(
+        params=(Param("motor_hz", 40.0, 120.0, log=True), Param("harm_decay", 0.4, 0.8),
+                Param("rumble_hz", 150.0, 800.0, log=True), Param("roller_hz", 200.0, 1200.0, log=True),
+                Param("tick_s", 0.25, 1.2, log=True), Param("tick_gap_s", 0.03, 0.12),
+                Param("tick_hz", 1500.0, 5000.0, log=True), Param("tick_db", -12.0, 0.0),
+                Param("hum_db", -10.0, 0.0)),
+        faults=("rattle", "slip", "scrape"),
+        render=render_toyconveyor,
+        description="belt rumble + drive hum + periodic seam ticks",
+    ),
+}
+
+
+# ----------------------------------------------------------------------------- background
+
+def factory_noise(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+    """Factory background, RMS 1: coloured noise with room modes, distant mains hum, another
+    machine far away, slow level drift and occasional clangs. Independent of machine and label."""
+    duration = n / sr
+    t = np.arange(n) / sr
+    slope = rng.uniform(-4.5, -1.5)
+    modes = [(rng.uniform(80, 2000), rng.uniform(0.3, 1.5)) for _ in range(2)]
+    noise = shaped_noise(rng, n, sr, lambda f: tilt(f, slope) *
+                         (1.0 + sum(g * peak(f, fc, 2.0) for fc, g in modes)))
+    noise *= 1.0 + 0.1 * smooth_noise(rng, n, sr, 0.2)
+    mains = rng.choice([50.0, 60.0])
+    hum = harmonics(rng, TWO_PI * mains * t, mains, sr, rng.uniform(0, 1, 6) * [1, 0.3, 0.7, 0.2, 0.4, 0.1])
+    x = mix(noise, hum, rng.uniform(-20.0, -8.0))
+    f_far = rng.uniform(60.0, 300.0)
+    far = harmonics(rng, phase_of(f_far * speed_curve(rng, n, sr, 0.0, 0.01), sr), f_far * 1.05,
+                    sr, [1.0, 0.5, 0.25]) * (1.0 + 0.3 * smooth_noise(rng, n, sr, 0.3))
+    x = mix(x, far, rng.uniform(-24.0, -10.0))
+    times = poisson_times(rng, rng.uniform(0.05, 0.4), duration)
+    if times.size:
+        clangs = ring(n, sr, times, rng.uniform(0.3, 1.0, times.size),
+                      [rng.uniform(200, 3000), rng.uniform(200, 3000)], rng.uniform(0.02, 0.12), rng)
+        x = x + clangs * (rms(x) / max(rms(clangs), 1e-12) * 10 ** (rng.uniform(-18.0, -8.0) / 20))
+    return unit(x)
