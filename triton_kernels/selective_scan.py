@@ -27,6 +27,7 @@ torch sums afterwards: deterministic, no atomics, and the buffers hold
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -312,10 +313,13 @@ class KernelLaunch:
     outputs: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __call__(self) -> None:
-        self.kernel[self.grid](**self.args, **self.meta, num_warps=self.num_warps)
+        device = self.args["u"].device
+        # Triton launches on the current CUDA device, which need not be the tensors' one
+        with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+            self.kernel[self.grid](**self.args, **self.meta, num_warps=self.num_warps)
 
 
-def _blocks(dim_per_group: int, N: int, opts: LaunchOptions) -> tuple[int, int, int, int]:
+def _blocks(dim_per_group: int, L: int, N: int, opts: LaunchOptions) -> tuple[int, int, int, int]:
     """(BLOCK_D, BLOCK_N, CHUNK, num_warps) for a launch."""
     BLOCK_N = triton.next_power_of_2(N)
     if INTERPRETED:
@@ -325,7 +329,9 @@ def _blocks(dim_per_group: int, N: int, opts: LaunchOptions) -> tuple[int, int, 
         # a small state tile per program keeps registers low and gives more programs
         # to spread over the SMs; the loop over L is latency-bound, not compute-bound
         block_d = min(triton.next_power_of_2(dim_per_group), max(1, 256 // BLOCK_N), 16)
-        chunk = 64
+        # chunk_states grow as L / CHUNK and the backward scratch as CHUNK: near sqrt(L)
+        # balances them; a few power-of-two values keep the number of compiled variants small
+        chunk = min(64, max(16, triton.next_power_of_2(math.isqrt(L))))
     block_d = opts.block_d or block_d
     chunk = opts.chunk or chunk
     for name, value in (("block_d", block_d), ("chunk", chunk)):
@@ -364,7 +370,7 @@ def fwd_launch(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplu
     """
     batch, dim, L = u.shape
     n_groups, N = B.shape[1], B.shape[2]
-    BLOCK_D, BLOCK_N, CHUNK, num_warps = _blocks(dim // n_groups, N, opts)
+    BLOCK_D, BLOCK_N, CHUNK, num_warps = _blocks(dim // n_groups, L, N, opts)
     n_chunks = triton.cdiv(L, CHUNK)
     dev, poison = u.device, opts.poison
     y = _alloc((batch, dim, L), u.dtype, dev, poison)
@@ -399,7 +405,7 @@ def bwd_launch(u, delta, A, B, C, D, z, delta_bias, chunk_states, dy, dlast_stat
     batch, dim, L = u.shape
     n_groups, N = B.shape[1], B.shape[2]
     n_chunks = chunk_states.shape[2]
-    BLOCK_D, BLOCK_N, CHUNK, num_warps = _blocks(dim // n_groups, N, opts)
+    BLOCK_D, BLOCK_N, CHUNK, num_warps = _blocks(dim // n_groups, L, N, opts)
     if n_chunks != triton.cdiv(L, CHUNK):
         raise ValueError(f"chunk_states has {n_chunks} chunks but CHUNK={CHUNK} needs {triton.cdiv(L, CHUNK)}")
     n_dblocks = triton.cdiv(dim // n_groups, BLOCK_D)
@@ -498,8 +504,10 @@ def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_
     module was imported; anything else raises ValueError. Non-contiguous inputs are
     copied to contiguous ones.
     """
-    _, _, _, _, G = check_scan_args(u, delta, A, B, C, D, z, delta_bias, initial_state)
+    batch, _, _, _, G = check_scan_args(u, delta, A, B, C, D, z, delta_bias, initial_state)
     _check_device(u)
+    if max(batch, G) > 65535:  # the grid's second and third axes
+        raise ValueError(f"u: batch {batch} or B's groups {G} exceed the CUDA grid limit 65535")
     if G == 0:
         B, C = B.unsqueeze(1), C.unsqueeze(1)
     u, delta, A, B, C, D, z, delta_bias, initial_state = (
