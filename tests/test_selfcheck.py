@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KERNEL_DEVICE
+from conftest import HAS_CUDA, KERNEL_DEVICE
 from estm_ref import selfcheck
 from estm_ref.cli import main
 from estm_ref.scan import selective_scan_ref
@@ -15,6 +15,8 @@ from estm_ref.scan import selective_scan_ref
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.skipif(HAS_CUDA, reason="a CUDA machine checks the CLI on cuda (test_cli_on_cuda_passes); "
+                                       "the interpreter path is for machines without a GPU")
 def test_cli_on_cpu_turns_on_the_interpreter_and_passes():
     """A fresh process without TRITON_INTERPRET: the command must set it itself and pass."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

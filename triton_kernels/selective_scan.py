@@ -19,9 +19,12 @@ scratch. No (batch, dim, L, N) tensor exists in either direction, and h[t-1] is 
 obtained by dividing by exp(dt * A) (which under- and overflows).
 
 Reductions. dB, dC are summed over the channels of a group and dA, dD, d(delta_bias)
-over the batch. Each program writes its own partial sums into float32 buffers that
-torch sums afterwards: deterministic, no atomics, and the buffers hold
-(channel blocks, batch, G, N, L) and (batch, dim, N) values, not (batch, dim, L, N).
+over the batch. Programs write partial sums into float32 buffers that torch sums
+afterwards: dA, dD, d(delta_bias) per (batch, channel), plain stores, deterministic;
+dB, dC into (slots, batch, G, N, L) with one slot per channel block (plain stores,
+deterministic) up to `LaunchOptions.max_partials` slots (32), beyond which blocks
+share slots through atomic adds. That keeps the buffers far from (batch, dim, L, N)
+even when BLOCK_D is 1 (N = 256).
 """
 
 from __future__ import annotations
