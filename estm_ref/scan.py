@@ -108,16 +108,19 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None,
         dt = dt + delta_bias.to(ctype)[None, :, None]
     if delta_softplus:
         dt = F.softplus(dt, threshold=20.0)
-    B_f, C_f = _per_channel(B.to(ctype), dim), _per_channel(C.to(ctype), dim)  # (batch, dim, N, L)
+    B_f, C_f = _per_channel(B.to(ctype), dim), _per_channel(C.to(ctype), dim)  # (batch, dim, L, N)
 
+    # Everything but the recurrence itself is computed for all steps at once: the loop
+    # over L is then one multiply-add per step, which keeps autograd's graph small.
+    decay = torch.exp(dt[..., None] * A_f[:, None, :])  # (batch, dim, L, N)
+    drive = (dt * u_f)[..., None] * B_f  # (batch, dim, L, N)
     h = u.new_zeros((batch, dim, N), dtype=ctype) if initial_state is None \
         else initial_state.to(ctype)
-    ys = []
-    for t in range(L):
-        dt_t = dt[:, :, t, None]  # (batch, dim, 1)
-        h = torch.exp(dt_t * A_f) * h + dt_t * B_f[..., t] * u_f[:, :, t, None]
-        ys.append((h * C_f[..., t]).sum(-1))
-    y = torch.stack(ys, dim=-1)  # (batch, dim, L)
+    states = []
+    for decay_t, drive_t in zip(decay.unbind(2), drive.unbind(2)):
+        h = decay_t * h + drive_t
+        states.append(h)
+    y = (torch.stack(states, dim=2) * C_f).sum(-1)  # (batch, dim, L)
     if D is not None:
         y = y + D.to(ctype)[None, :, None] * u_f
     if z is not None:
@@ -129,11 +132,12 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None,
 
 
 def _per_channel(bc: torch.Tensor, dim: int) -> torch.Tensor:
-    """(batch, N, L) or (batch, G, N, L) -> (batch, dim, N, L) as a broadcast view."""
+    """(batch, N, L) or (batch, G, N, L) -> (batch, dim, L, N), a broadcast view when G <= 1."""
+    bc = bc.transpose(-1, -2)
     if bc.dim() == 3:
         return bc[:, None].expand(-1, dim, -1, -1)
-    batch, G, N, L = bc.shape
-    return bc[:, :, None].expand(batch, G, dim // G, N, L).reshape(batch, dim, N, L)
+    batch, G, L, N = bc.shape
+    return bc[:, :, None].expand(batch, G, dim // G, L, N).reshape(batch, dim, L, N)
 
 
 _logged: set[tuple[str, str]] = set()

@@ -164,7 +164,7 @@ def train(cfg: Config, data_roots: Sequence[Path | str], run_dir: Path | str,
     from estm_ref.data import ClipDataset, build_class_list, scan_roots, summary_table
 
     run_dir = Path(run_dir)
-    dev, ddp = _init_distributed(resolve_device(device))
+    ddp, dev = _init_distributed(resolve_device(device))
     if ddp.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         _check_run_dir(run_dir, resume, force)
