@@ -139,6 +139,16 @@ def build_model(cfg: Config, n_classes: int, device: torch.device):
     return ESTM(cfg.features, cfg.model, n_classes).to(device)
 
 
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: no weight decay on parameters marked `_no_weight_decay` (the SSM's
+    A_log and D, as in Mamba), `weight_decay` on the rest."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if getattr(p, "_no_weight_decay", False) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
 def check_kernel_parity(cfg: Config, device: torch.device) -> None:
     """On CUDA with the Triton scan, prove kernel == reference on this device first."""
     from estm_ref.scan import resolve_backend
@@ -219,8 +229,7 @@ def train(cfg: Config, data_roots: Sequence[Path | str], run_dir: Path | str,
                  n_params / 1e6, len(class_list), backend, dev, ddp.world_size)
     check_kernel_parity(cfg, dev)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
-                                  weight_decay=cfg.train.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(model, cfg.train.weight_decay), lr=cfg.train.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     start_epoch = 0
     if state is not None:
