@@ -110,6 +110,8 @@ def scan_roots(roots: Sequence[Path | str] | Path | str) -> DatasetIndex:
     unmatched: list[Path] = []
     seen: dict[Path, Path] = {}
     names: dict[tuple[str, str, str], Path] = {}
+    repeated: list[str] = []  # the same file reached twice (a root given twice, a symlink)
+    clashes: list[str] = []  # different files with the same type, split and name
     for root in map(Path, roots):
         if not root.is_dir():
             raise FileNotFoundError(f"data root {root} is not a folder")
@@ -126,23 +128,32 @@ def scan_roots(roots: Sequence[Path | str] | Path | str) -> DatasetIndex:
                 continue
             real = path.resolve()
             if real in seen:
-                log.warning("%s is the same file as %s; counted once", path, seen[real])
+                repeated.append(f"{path} = {seen[real]}")
                 continue
             seen[real] = path
             key = (clip.machine_type, clip.split, path.name)
             if key in names:
-                log.warning("%s and %s have the same name; both are used, but per-file "
-                            "outputs keyed by name will collide", names[key], path)
+                clashes.append(f"{names[key]} / {path}")
             names[key] = path
             clips.append(clip)
         if len(clips) == n_before:
+            hint = ""
+            if any((root / split).is_dir() for split in SPLITS):
+                hint = f"; {root} looks like a machine-type folder: pass its parent"
             log.warning("no DCASE clips under %s (expected <root>/<machine_type>/{train,test}/"
-                        "*.wav)", root)
-    if unmatched:
-        shown = ", ".join(str(p) for p in unmatched[:5])
-        log.warning("%d file(s) do not match the DCASE 2020 Task 2 layout and are not used: "
-                    "%s%s", len(unmatched), shown, ", ..." if len(unmatched) > 5 else "")
+                        "*.wav)%s", root, hint)
+    _warn_list(unmatched, "file(s) do not match the DCASE 2020 Task 2 layout and are not used "
+                          "(DatasetIndex.unmatched lists them)")
+    _warn_list(repeated, "file(s) reached twice under the roots, counted once")
+    _warn_list(clashes, "pair(s) of files share type, split and name; both are used, but "
+                        "per-file outputs keyed by name will collide")
     return DatasetIndex(sorted(clips, key=_sort_key), unmatched)
+
+
+def _warn_list(items: list, what: str, shown: int = 5) -> None:
+    if items:
+        log.warning("%d %s: %s%s", len(items), what, ", ".join(map(str, items[:shown])),
+                    ", ..." if len(items) > shown else "")
 
 
 def build_class_list(clips: Iterable[ClipInfo]) -> list[tuple[str, str]]:

@@ -96,16 +96,17 @@ def render_clip(seed: int, machine_type: str, machine_id: str, split: str, label
                 snr_db: float, anomaly_strength: float) -> tuple[np.ndarray, str | None, bool]:
     """One clip as int16 samples, its fault (None if normal) and whether it was limited."""
     model: MachineModel = MODELS[machine_type]
-    rng = _rng(seed, _PURPOSE_CLIP, _type_code(machine_type), int(machine_id),
-               _SPLIT_CODE[split], _LABEL_CODE[label], index)
+    seeds = np.random.SeedSequence([seed, _PURPOSE_CLIP, _type_code(machine_type), int(machine_id),
+                                    _SPLIT_CODE[split], _LABEL_CODE[label], index])
+    rng, fault_rng, noise_rng = (np.random.default_rng(s) for s in seeds.spawn(3))
     fault, amount = None, 0.0
     if label == "anomaly":
-        fault = model.faults[rng.integers(len(model.faults))]
-        amount = anomaly_strength * rng.uniform(*SEVERITY)
-    machine = model.render(rng, params, n_samples, sample_rate, fault, amount)
-    background = factory_noise(rng, n_samples, sample_rate)
+        fault = model.faults[fault_rng.integers(len(model.faults))]
+        amount = anomaly_strength * fault_rng.uniform(*SEVERITY)
+    machine = model.render(rng, fault_rng, params, n_samples, sample_rate, fault, amount)
+    background = factory_noise(noise_rng, n_samples, sample_rate)
     x = machine / rms(machine) + background * 10.0 ** (-snr_db / 20.0)
-    x *= 10.0 ** (rng.uniform(*LOUDNESS_DBFS) / 20.0) / rms(x)
+    x *= 10.0 ** (noise_rng.uniform(*LOUDNESS_DBFS) / 20.0) / rms(x)
     over = np.abs(x) > LIMIT
     limited = bool(over.any())
     if limited:  # a smooth knee keeps clangs and impacts from clipping

@@ -3,11 +3,13 @@
 Each machine is a `MachineModel`: a table of parameters that set one machine ID apart
 from another (speeds, resonances, timing) and a render function
 
-    render(rng, p, n, sr, fault, amount) -> (n,) float64
+    render(rng, frng, p, n, sr, fault, amount) -> (n,) float64
 
 that draws one clip of the machine with ID parameters `p`. `fault` is None for a normal
 clip, else one of the model's fault names; `amount` (> 0) scales how far the fault takes
-the sound from normal (1 = the subtle default). Everything is vectorised numpy: noise is
+the sound from normal (1 = the subtle default). The normal sound draws only from `rng`,
+the fault only from `frng`: with the same two streams, a faulty clip is the normal clip
+plus the fault, which keeps the effect of `amount` measurable. Everything is vectorised numpy: noise is
 coloured in the frequency domain, tones come from integrated instantaneous frequency,
 impacts are impulse trains convolved with decaying resonances.
 
@@ -163,15 +165,17 @@ def periodic_times(rng: np.random.Generator, period: float, duration: float,
     return rng.uniform(-period, 0.0) + offsets
 
 
-def gate(n: int, sr: int, starts: np.ndarray, stops: np.ndarray, ramp_s: float) -> np.ndarray:
-    """1 inside the [start, stop) intervals, 0 outside, with linear ramps of `ramp_s`."""
+def gate(n: int, sr: int, starts: np.ndarray, stops: np.ndarray, ramp_s: float,
+         levels: np.ndarray | None = None) -> np.ndarray:
+    """1 (or `levels`) inside the [start, stop) intervals, 0 outside, with linear ramps."""
     t = np.arange(n) / sr
     k = np.searchsorted(starts, t, side="right") - 1
     valid = k >= 0
     kk = np.clip(k, 0, None)
     up = np.clip((t - starts[kk]) / ramp_s, 0.0, 1.0)
     down = np.clip((stops[kk] - t) / ramp_s, 0.0, 1.0)
-    return np.where(valid, np.minimum(up, down), 0.0)
+    value = np.minimum(up, down) if levels is None else levels[kk] * np.minimum(up, down)
+    return np.where(valid, value, 0.0)
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -203,7 +207,7 @@ class MachineModel:
 
 # ----------------------------------------------------------------------------- machines
 
-def render_fan(rng, p, n, sr, fault, amount):
+def render_fan(rng, frng, p, n, sr, fault, amount):
     """Airflow noise shaped by the duct, blade-pass harmonics, a weak shaft tone."""
     t = np.arange(n) / sr
     shaft = p["shaft_hz"] * speed_curve(rng, n, sr)
@@ -218,22 +222,22 @@ def render_fan(rng, p, n, sr, fault, amount):
     air *= 1.0 + 0.12 * np.sin(bpf_phase + rng.uniform(0, TWO_PI))
     x = mix(air, tones, p["tonal_db"])
     if fault == "bearing":  # defect on a race: a resonance excited at the ball-pass rate
-        band = shaped_noise(rng, n, sr, lambda f: peak(f, rng.uniform(2500, 6000), 6.0))
-        bpfo = shaft * rng.uniform(2.6, 4.4)
+        band = shaped_noise(frng, n, sr, lambda f: peak(f, frng.uniform(2500, 6000), 6.0))
+        bpfo = shaft * frng.uniform(2.6, 4.4)
         band *= 1.0 + 0.9 * np.sin(phase_of(bpfo, sr))
         x = mix(x, band, level(-12.0, amount))
     elif fault == "imbalance":  # once-per-revolution force: 1x tone and modulation
         x = mix(x, np.sin(shaft_phase), level(-9.0, amount))
-        x = x * (1.0 + depth(0.3, amount) * np.sin(shaft_phase + rng.uniform(0, TWO_PI)))
+        x = x * (1.0 + depth(0.3, amount) * np.sin(shaft_phase + frng.uniform(0, TWO_PI)))
     elif fault == "rub":  # a blade tip touching the housing once per revolution
-        revs = np.arange(0.0, t[-1] + 1.0, 1.0 / p["shaft_hz"]) + rng.uniform(0, 0.05)
-        amps = rng.uniform(0.2, 1.0, revs.size) * (rng.random(revs.size) < 0.7)
-        clicks = ring(n, sr, revs, amps, [rng.uniform(3000, 6000)], 0.0015, rng)
-        x = mix(x, clicks, level(-14.0, amount))
+        revs = np.arange(0.0, t[-1] + 1.0, 1.0 / p["shaft_hz"]) + frng.uniform(0, 0.05)
+        amps = frng.uniform(0.2, 1.0, revs.size) * (frng.random(revs.size) < 0.7)
+        clicks = ring(n, sr, revs, amps, [frng.uniform(3000, 6000)], 0.0015, frng)
+        x = mix(x, clicks, level(-17.0, amount))
     return x
 
 
-def render_pump(rng, p, n, sr, fault, amount):
+def render_pump(rng, frng, p, n, sr, fault, amount):
     """Shaft and vane-pass harmonics over fluid turbulence with slow flow fluctuation."""
     t = np.arange(n) / sr
     shaft = p["shaft_hz"] * speed_curve(rng, n, sr)
@@ -247,20 +251,20 @@ def render_pump(rng, p, n, sr, fault, amount):
     turb *= 1.0 + p["flow_depth"] * smooth_noise(rng, n, sr, p["flow_rate"])
     x = mix(turb, tones, p["tonal_db"])
     if fault == "cavitation":  # collapsing vapour bubbles: bursts of sharp crackle
-        times = poisson_times(rng, rng.uniform(60, 160), t[-1])
-        burst = smooth_noise(rng, n, sr, 3.0)
+        times = poisson_times(frng, frng.uniform(60, 160), t[-1])
+        burst = smooth_noise(frng, n, sr, 3.0)
         on = burst[np.clip((times * sr).astype(int), 0, n - 1)] > 0.0
-        amps = rng.exponential(1.0, times.size) * on
-        crackle = ring(n, sr, times, amps, [rng.uniform(2500, 5500)], 0.0006, rng)
-        x = mix(x, crackle, level(-14.0, amount))
+        amps = frng.exponential(1.0, times.size) * on
+        crackle = ring(n, sr, times, amps, [frng.uniform(2500, 5500)], 0.0006, frng)
+        x = mix(x, crackle, level(-17.0, amount))
     elif fault == "leak":  # a leaking seal: steady high-frequency hiss
-        fc = rng.uniform(2500, 4500)
-        hiss = shaped_noise(rng, n, sr, lambda f: highpass(f, fc, 3) * lowpass(f, 7000, 2))
+        fc = frng.uniform(2500, 4500)
+        hiss = shaped_noise(frng, n, sr, lambda f: highpass(f, fc, 3) * lowpass(f, 7000, 2))
         x = mix(x, hiss, level(-13.0, amount))
     elif fault == "clog":  # a partly blocked intake: pressure pulsation at a few Hz
-        rate = rng.uniform(1.5, 4.0)
-        x = x * (1.0 + depth(0.4, amount) * np.sin(TWO_PI * rate * t + rng.uniform(0, TWO_PI)))
-        x = mix(x, harmonics(rng, vanes * shaft_phase, vanes * shaft.max(), sr, [1.0]),
+        rate = frng.uniform(1.5, 4.0)
+        x = x * (1.0 + depth(0.4, amount) * np.sin(TWO_PI * rate * t + frng.uniform(0, TWO_PI)))
+        x = mix(x, harmonics(frng, vanes * shaft_phase, vanes * shaft.max(), sr, [1.0]),
                 level(-10.0, amount))
     return x
 
@@ -273,18 +277,18 @@ def _strokes(rng, p, duration, period_jitter):
     return starts, moving
 
 
-def render_slider(rng, p, n, sr, fault, amount):
+def render_slider(rng, frng, p, n, sr, fault, amount):
     """Back-and-forth strokes: motor whine and rail friction while moving, a stop impact."""
     t = np.arange(n) / sr
     duration = n / sr
-    jitter = 0.004 + (depth(0.04, amount) if fault == "loose_belt" else 0.0)
+    jitter = 0.004 + (depth(0.03, amount) if fault == "loose_belt" else 0.0)
     starts, moving = _strokes(rng, p, duration, jitter)
     k = np.clip(np.searchsorted(starts, t, side="right") - 1, 0, None)
     u = (t - starts[k]) / moving[k]
     inside = (u >= 0.0) & (u < 1.0)
     v = np.where(inside, np.sin(np.pi * np.clip(u, 0.0, 1.0)) ** 0.6, 0.0)
     if fault == "loose_belt":  # slack belt: the carriage surges while it moves
-        v = v * (1.0 + depth(0.35, amount) * np.sin(TWO_PI * rng.uniform(7, 14) * t))
+        v = v * (1.0 + depth(0.25, amount) * np.sin(TWO_PI * frng.uniform(7, 14) * t))
     f_motor = p["motor_hz"] * (0.35 + 0.65 * v) * speed_curve(rng, n, sr)
     whine = v * harmonics(rng, phase_of(f_motor, sr), f_motor.max(), sr,
                           decaying_amps(0.5, 5))
@@ -297,19 +301,19 @@ def render_slider(rng, p, n, sr, fault, amount):
     x = mix(friction, whine, p["whine_db"])
     x = mix(x, impacts, p["impact_db"])
     if fault == "squeal":  # dry rail: stick-slip squeal on some strokes
-        f_sq = rng.uniform(1500, 4000) * (1 + 0.01 * np.sin(TWO_PI * 5.0 * t))
-        strokes_on = (rng.random(starts.size) < 0.6)[k]
+        f_sq = frng.uniform(1500, 4000) * (1 + 0.01 * np.sin(TWO_PI * 5.0 * t))
+        strokes_on = (frng.random(starts.size) < 0.6)[k]
         squeal = v * strokes_on * np.sin(phase_of(f_sq, sr))
         x = mix(x, squeal, level(-10.0, amount))
     elif fault == "rail_damage":  # a dent in the rail: a small knock at one position
-        pos = rng.uniform(0.2, 0.8)
-        knocks = ring(n, sr, starts + pos * moving, rng.uniform(0.6, 1.0, starts.size),
-                      [rng.uniform(2500, 5000)], 0.002, rng)
+        pos = frng.uniform(0.2, 0.8)
+        knocks = ring(n, sr, starts + pos * moving, frng.uniform(0.6, 1.0, starts.size),
+                      [frng.uniform(2500, 5000)], 0.002, frng)
         x = mix(x, knocks, level(-8.0, amount))
     return x
 
 
-def render_valve(rng, p, n, sr, fault, amount):
+def render_valve(rng, frng, p, n, sr, fault, amount):
     """A solenoid valve cycling: open and close clicks, fluid hiss while open."""
     duration = n / sr
     opens = periodic_times(rng, p["cycle_s"] * (1 + 0.005 * rng.standard_normal()),
@@ -318,40 +322,47 @@ def render_valve(rng, p, n, sr, fault, amount):
     open_amp = np.ones(opens.size)
     close_amp = p["close_gain"] * np.ones(opens.size)
     extra = np.zeros(0)
-    if fault == "irregular":  # missed and spurious actuations
+    flow = np.ones(opens.size)  # relative flow (hiss) per actuation
+    weakness = 1.0
+    if fault == "irregular":  # weak or missed actuations, spurious clicks
         count = max(1, int(round(0.5 * amount * duration / p["cycle_s"])))
+        weakness = min(amount, 1.0)  # below 1 a missed actuation is a weak one
         in_clip = np.flatnonzero((opens > 0) & (closes < duration))
         for _ in range(count):
-            if rng.random() < 0.5 and in_clip.size:
-                miss = rng.choice(in_clip)
-                open_amp[miss] = close_amp[miss] = 0.0
+            if frng.random() < 0.5 and in_clip.size:
+                miss = frng.choice(in_clip)
+                open_amp[miss] *= 1.0 - weakness
+                close_amp[miss] *= 1.0 - weakness
+                flow[miss] *= 1.0 - weakness
             else:
-                extra = np.append(extra, rng.uniform(0.0, duration))
-    live = open_amp > 0
+                extra = np.append(extra, frng.uniform(0.0, duration))
     freqs = [p["click_hz"], p["click_hz"] * p["click_ratio"], 180.0]
     clicks = ring(n, sr, opens, open_amp, freqs, p["decay_s"], rng)
     clicks += ring(n, sr, closes, close_amp, [0.85 * f for f in freqs], p["decay_s"], rng)
     if extra.size:
-        clicks += ring(n, sr, extra, rng.uniform(0.5, 1.0, extra.size), freqs, p["decay_s"], rng)
+        clicks += ring(n, sr, extra, weakness * frng.uniform(0.5, 1.0, extra.size), freqs,
+                       p["decay_s"], frng)
     if fault == "bounce":  # a sticky plunger bounces on its seat after closing
-        lag = rng.uniform(0.008, 0.025)
-        clicks += ring(n, sr, closes + lag, depth(0.9, amount, cap=1.5) * close_amp,
-                       [1.1 * f for f in freqs], 0.7 * p["decay_s"], rng)
-    is_open = gate(n, sr, opens[live], closes[live], 0.004)
+        lag, height = frng.uniform(0.008, 0.025), depth(0.9, amount, cap=1.5)
+        for k in range(3):  # each bounce lower and sooner than the one before
+            clicks += ring(n, sr, closes + lag * (1 - 0.6 ** (k + 1)) / 0.4,
+                           height * 0.5 ** k * close_amp, [1.1 * f for f in freqs],
+                           0.7 * p["decay_s"], frng)
+    is_open = gate(n, sr, opens, closes, 0.004, flow)
     hiss_src = shaped_noise(rng, n, sr, lambda f: peak(f, p["hiss_hz"], 1.0))
     x = mix(clicks, is_open * hiss_src, p["hiss_db"])
     if fault == "leak":  # contamination on the seat: flow continues while closed
-        x = mix(x, (1.0 - is_open) * hiss_src, level(-14.0, amount))
+        x = mix(x, (1.0 - is_open) * hiss_src, level(-12.0, amount))
     return x
 
 
-def render_toycar(rng, p, n, sr, fault, amount):
+def render_toycar(rng, frng, p, n, sr, fault, amount):
     """A small DC motor: whine with periodic speed modulation, gear mesh, brush noise, rumble."""
     t = np.arange(n) / sr
     speed = 1.0 + p["mod_depth"] * np.sin(TWO_PI * p["mod_rate"] * t + rng.uniform(0, TWO_PI))
     speed = speed * speed_curve(rng, n, sr, jitter=0.006, wander=0.004)
     if fault == "speed_drift":  # supply voltage sagging or rising during the run
-        speed = speed * (1.0 + rng.choice([-1.0, 1.0]) * depth(0.08, amount, cap=0.5) * t / t[-1])
+        speed = speed * (1.0 + frng.choice([-1.0, 1.0]) * depth(0.08, amount, cap=0.5) * t / t[-1])
     f_m = p["motor_hz"] * speed
     motor_phase = phase_of(f_m, sr)
     whine = speed ** 2 * harmonics(rng, motor_phase, f_m.max(), sr,
@@ -369,26 +380,26 @@ def render_toycar(rng, p, n, sr, fault, amount):
     if fault == "gear_damage":  # a broken tooth: a knock once per gear revolution
         revs = phase_of(f_m / p["gear_teeth"], sr) / TWO_PI
         idx = np.flatnonzero(np.diff(np.floor(revs)) > 0)
-        knocks = ring(n, sr, idx / sr, rng.uniform(0.6, 1.0, idx.size),
-                      [rng.uniform(2000, 4500)], 0.0015, rng)
+        knocks = ring(n, sr, idx / sr, frng.uniform(0.6, 1.0, idx.size),
+                      [frng.uniform(2000, 4500)], 0.0015, frng)
         x = mix(x, knocks, level(-10.0, amount))
     elif fault == "tire":  # a deformed tyre: bump and modulation once per wheel turn
-        x = x * (1.0 + depth(0.25, amount) * np.sin(wheel_phase + rng.uniform(0, TWO_PI)))
+        x = x * (1.0 + depth(0.25, amount) * np.sin(wheel_phase + frng.uniform(0, TWO_PI)))
         x = mix(x, rumble * np.maximum(0, np.sin(wheel_phase)) ** 4, level(-9.0, amount))
     elif fault == "bearing":  # a worn shaft bearing: high band modulated at the shaft rate
-        band = shaped_noise(rng, n, sr, lambda f: peak(f, rng.uniform(4000, 7000), 5.0))
+        band = shaped_noise(frng, n, sr, lambda f: peak(f, frng.uniform(4000, 7000), 5.0))
         band *= 1.0 + 0.8 * np.sin(motor_phase)
         x = mix(x, band, level(-11.0, amount))
     return x
 
 
-def render_toyconveyor(rng, p, n, sr, fault, amount):
+def render_toyconveyor(rng, frng, p, n, sr, fault, amount):
     """Belt rumble over the drive's hum, with ticks where the belt seam passes a roller."""
     t = np.arange(n) / sr
     duration = n / sr
     wobble = 1.0
     if fault == "slip":  # a slipping belt: uneven speed
-        wobble = 1.0 + depth(0.05, amount) * smooth_noise(rng, n, sr, 1.5)
+        wobble = 1.0 + depth(0.05, amount) * smooth_noise(frng, n, sr, 1.5)
     f_h = p["motor_hz"] * speed_curve(rng, n, sr) * wobble
     hum = harmonics(rng, phase_of(f_h, sr), f_h.max(), sr, decaying_amps(p["harm_decay"], 8))
     rumble = shaped_noise(rng, n, sr, lambda f: lowpass(f, p["rumble_hz"], 2) *
@@ -403,21 +414,21 @@ def render_toyconveyor(rng, p, n, sr, fault, amount):
     x = mix(rumble, hum, p["hum_db"])
     x = mix(x, ticks, p["tick_db"])
     if fault == "rattle":  # a loose part: bursts of metallic clicks
-        bursts = seams[rng.random(seams.size) < 0.7] + rng.uniform(0.0, 0.1)
-        clicks = [b + np.cumsum(rng.exponential(1 / 70.0, 12)) for b in bursts]
+        bursts = seams[frng.random(seams.size) < 0.7] + frng.uniform(0.0, 0.1)
+        clicks = [b + np.cumsum(frng.exponential(1 / 70.0, 12)) for b in bursts]
         c_times = np.concatenate(clicks) if clicks else np.zeros(0)
-        rattle = ring(n, sr, c_times, rng.uniform(0.3, 1.0, c_times.size),
-                      [rng.uniform(3000, 6000)], 0.001, rng)
+        rattle = ring(n, sr, c_times, frng.uniform(0.3, 1.0, c_times.size),
+                      [frng.uniform(3000, 6000)], 0.001, frng)
         x = mix(x, rattle, level(-11.0, amount))
     elif fault == "scrape":  # something dragging on the belt: band noise once per seam passage
-        scrape = shaped_noise(rng, n, sr, lambda f: peak(f, rng.uniform(1000, 3000), 3.0))
+        scrape = shaped_noise(frng, n, sr, lambda f: peak(f, frng.uniform(1000, 3000), 3.0))
         scrape *= gate(n, sr, seams, seams + 0.4 * p["tick_s"], 0.02)
         x = mix(x, scrape, level(-12.0, amount))
     elif fault == "slip":  # ... and a short squeak each time the belt slips on the drive roller
-        starts = poisson_times(rng, 1.5, duration)
-        squeak = shaped_noise(rng, n, sr, lambda f: peak(f, rng.uniform(900, 2500), 4.0))
-        squeak *= gate(n, sr, starts, starts + rng.uniform(0.04, 0.15, starts.size), 0.01)
-        x = mix(x, squeak, level(-12.0, amount))
+        starts = poisson_times(frng, 1.5, duration)
+        squeak = shaped_noise(frng, n, sr, lambda f: peak(f, frng.uniform(900, 2500), 4.0))
+        squeak *= gate(n, sr, starts, starts + frng.uniform(0.04, 0.15, starts.size), 0.01)
+        x = mix(x, squeak, level(-15.0, amount))
     return x
 
 

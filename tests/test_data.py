@@ -135,7 +135,7 @@ def test_same_root_twice_counts_each_file_once(two_roots, caplog):
     dev, _ = two_roots
     with caplog.at_level(logging.WARNING, logger="estm_ref.data"):
         assert scan_roots([dev, dev]).clips == scan_roots([dev]).clips
-    assert "same file" in caplog.text
+    assert "reached twice" in caplog.text
 
 
 def test_missing_root_is_an_error(tmp_path):
@@ -395,3 +395,10 @@ def test_crash_while_replacing_the_array_never_serves_stale_audio(tmp_path, monk
     ds = ClipDataset(clips, classes, CFG, cache_dir=tmp_path / "c", progress=False)
     np.testing.assert_array_equal(ds[ds.clips.index(clips[0])][0].numpy(),
                                   np.full(1600, 0.125, np.float32))
+
+
+def test_machine_type_folder_given_as_root_gets_a_hint(two_roots, caplog):
+    with caplog.at_level(logging.WARNING, logger="estm_ref.data"):
+        index = scan_roots([two_roots[0] / "fan"])
+    assert index.clips == [] and len(index.unmatched) == 8
+    assert "looks like a machine-type folder" in caplog.text

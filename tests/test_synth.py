@@ -1,0 +1,172 @@
+"""The synthetic DCASE 2020 Task 2 generator: layout, format, determinism, what the clips carry."""
+
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from estm_ref.cli import main
+from estm_ref.data import build_class_list, scan_roots
+from estm_ref.synth import LOUDNESS_DBFS, MACHINE_TYPES, generate, id_params
+from estm_ref.synth_sounds import MODELS, factory_noise
+
+SR = 16000
+
+
+def wav_files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_layout_and_format_of_full_length_clips(tmp_path):
+    summary = generate(tmp_path, seed=1, ids_per_type=2, train_per_id=1, test_per_id=2,
+                       types=["fan", "ToyCar"], progress=False)
+    expected = {f"{t}/{split}/{name}" for t, ids in [("fan", "00 01"), ("ToyCar", "01 02")]
+                for i in ids.split()
+                for split, name in [("train", f"normal_id_{i}_00000000.wav"),
+                                    ("test", f"normal_id_{i}_00000000.wav"),
+                                    ("test", f"anomaly_id_{i}_00000000.wav")]}
+    assert set(wav_files(tmp_path)) == expected  # and no temporary files left behind
+    for name in expected:
+        info = sf.info(str(tmp_path / name))
+        assert (info.format, info.subtype, info.samplerate, info.channels, info.frames) == \
+            ("WAV", "PCM_16", 16000, 1, 160000), name
+    index = scan_roots([tmp_path])
+    assert index.unmatched == [] and len(index.clips) == len(expected)
+    assert build_class_list(index.clips) == [("ToyCar", "01"), ("ToyCar", "02"),
+                                             ("fan", "00"), ("fan", "01")]
+    assert summary["n_files"] == len(expected) and summary["clips_per_s"] > 0
+
+
+def test_test_split_is_half_anomalous_by_default(tmp_path):
+    generate(tmp_path, ids_per_type=1, train_per_id=0, test_per_id=5, types=["valve"],
+             duration_s=0.2, progress=False)
+    clips = scan_roots([tmp_path]).clips
+    assert sorted(c.label for c in clips) == [0, 0, 0, 1, 1]
+
+
+def test_same_seed_gives_identical_bytes_whatever_else_is_generated(tmp_path):
+    small = dict(duration_s=0.5, progress=False)
+    generate(tmp_path / "a", seed=7, ids_per_type=2, train_per_id=3, test_per_id=2,
+             types=["valve", "fan", "ToyConveyor"], **small)
+    generate(tmp_path / "b", seed=7, ids_per_type=2, train_per_id=3, test_per_id=2,
+             types=["valve", "fan", "ToyConveyor"], **small)
+    generate(tmp_path / "c", seed=7, ids_per_type=1, train_per_id=1, test_per_id=2,
+             types=["ToyConveyor"], **small)
+    generate(tmp_path / "d", seed=8, ids_per_type=1, train_per_id=1, test_per_id=2,
+             types=["ToyConveyor"], **small)
+    a, b, c, d = (wav_files(tmp_path / k) for k in "abcd")
+    assert a == b
+    assert c and all(a[name] == data for name, data in c.items())  # a subset, made alone
+    assert set(c) == set(d) and all(c[name] != d[name] for name in c)  # the seed matters
+
+
+@pytest.mark.parametrize("kwargs", [dict(types=["drill"]), dict(types=["fan", "fan"]),
+                                    dict(types=[]), dict(ids_per_type=0), dict(ids_per_type=8),
+                                    dict(train_per_id=-1), dict(anomaly_fraction=1.5),
+                                    dict(anomaly_strength=0.0), dict(seed=-1),
+                                    dict(duration_s=0.01), dict(snr_db=float("nan"))])
+def test_bad_arguments_are_refused(tmp_path, kwargs):
+    with pytest.raises(ValueError):
+        generate(tmp_path, progress=False, **kwargs)
+    assert not any(tmp_path.rglob("*.wav"))
+
+
+def test_cli(tmp_path, capsys):
+    assert main(["--quiet", "synth", "--out", str(tmp_path), "--types", "pump", "--ids-per-type",
+                 "1", "--train-per-id", "2", "--test-per-id", "2", "--duration-s", "0.3",
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "pump" in out and "clips/s" in out
+    assert len(list((tmp_path / "pump").rglob("*.wav"))) == 4
+    assert main(["--quiet", "synth", "--out", str(tmp_path / "x"), "--ids-per-type", "9"]) == 2
+
+
+def test_id_parameters_are_spread_apart():
+    """Any two IDs of a type differ in every parameter by at least a third of a level step."""
+    for machine_type, model in MODELS.items():
+        first = 1 if machine_type.startswith("Toy") else 0
+        params = [id_params(0, machine_type, f"{first + i:02d}") for i in range(7)]
+        for p in model.params:
+            values = sorted(q[p.name] for q in params)
+            span = np.log(p.hi / p.lo) if p.log else p.hi - p.lo
+            gaps = np.diff(np.log(values) if p.log else values)
+            assert gaps.min() >= span / 7 / 3, (machine_type, p.name)
+    with pytest.raises(ValueError):
+        id_params(0, "ToyCar", "00")
+
+
+# ----------------------------------------------------------------------------- content
+
+def log_mel(x: np.ndarray) -> np.ndarray:
+    mel = librosa.feature.melspectrogram(y=x, sr=SR, n_fft=1024, hop_length=512, n_mels=64,
+                                         htk=True, norm=None)
+    return 10 * np.log10(np.maximum(mel, 1e-10))
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory):
+    """Mean log-mel and RMS of every clip of a small set with all six machine types."""
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, seed=11, ids_per_type=3, train_per_id=6, test_per_id=8, duration_s=2.0,
+             progress=False)
+    rows = []
+    for clip in scan_roots([root]).clips:
+        x, _ = sf.read(clip.path, dtype="float32")
+        rows.append((clip, log_mel(x).mean(axis=1), float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))))
+    return rows
+
+
+def test_loudness_is_normalised_whatever_the_label_or_id(features):
+    rms_db = np.array([20 * np.log10(r) for _, _, r in features])
+    lo, hi = LOUDNESS_DBFS
+    assert rms_db.min() > lo - 0.5 and rms_db.max() < hi + 0.1
+    test = [(c.label, r) for c, _, r in features if c.split == "test"]
+    labels, rms = np.array(test).T
+    auc = roc_auc_score(labels, rms)
+    assert 0.3 <= auc <= 0.7, auc  # RMS alone does not find the anomalies
+
+
+def _per_type_accuracy(features, featurise):
+    correct = total = 0
+    for machine_type in MACHINE_TYPES:
+        rows = [(c, featurise(m, r)) for c, m, r in features if c.machine_type == machine_type]
+        train = [(f, c.machine_id) for c, f in rows if c.split == "train"]
+        test = [(f, c.machine_id) for c, f in rows if c.split == "test" and c.label == 0]
+        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        clf.fit(*map(np.array, zip(*train)))
+        pred = clf.predict(np.array([f for f, _ in test]))
+        correct += int(np.sum(pred == np.array([i for _, i in test])))
+        total += len(test)
+    return correct / total
+
+
+def test_ids_are_separable_by_spectrum_but_not_by_loudness(features):
+    assert _per_type_accuracy(features, lambda mel, rms: mel) >= 0.9  # chance: 1/3
+    assert _per_type_accuracy(features, lambda mel, rms: [np.log(rms)]) <= 0.6
+
+
+@pytest.mark.parametrize("machine_type", MACHINE_TYPES)
+def test_anomaly_strength_moves_every_fault_further_from_normal(machine_type):
+    """Same random stream and background, fault off / weak / strong: strong changes more."""
+    model = MODELS[machine_type]
+    p = id_params(0, machine_type, "01")
+    n = 2 * SR
+    background = 0.5 * factory_noise(np.random.default_rng(9), n, SR)
+
+    def mel(fault, amount):
+        x = model.render(np.random.default_rng(5), np.random.default_rng(6), p, n, SR, fault,
+                         amount)
+        assert x.shape == (n,) and np.isfinite(x).all()
+        return log_mel((x / np.sqrt(np.mean(x ** 2)) + background).astype(np.float32))
+
+    normal = mel(None, 0.0)
+    for fault in model.faults:
+        weak = np.abs(mel(fault, 0.25) - normal).mean()
+        strong = np.abs(mel(fault, 4.0) - normal).mean()
+        assert strong > 1.5 * weak, (fault, weak, strong)
