@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ablation": ("estm_ref.ablation", "the Table II grid: paths x features"),
     "synth": ("estm_ref.synth", "write seeded synthetic machine sounds in the DCASE 2020 Task 2 layout"),
     "model-summary": ("estm_ref.summary", "shape after every stage and parameter counts of an ESTM model"),
+    "bench": ("estm_ref.bench_cli", "benchmarks from the source tree: bench scan | bench train"),
 }
 
 
