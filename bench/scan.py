@@ -97,9 +97,10 @@ def estm_shapes() -> list[Shape]:
 LM_SHAPES = [Shape(8, 1536, L, 16) for L in (512, 1024, 2048, 4096, 8192)]
 QUICK_EXTRA = [Shape(2, 256, 512, 16)]
 SMOKE_SHAPE = Shape(1, 32, 16, 16)  # the Triton interpreter row on CPU
-# autograd keeps about 3.4 float32 (batch, dim, N) tensors per step of the reference
-# (measured with saved-tensor hooks); 16 bytes per state element leaves room for the backward
-REF_GRAD_BYTES_PER_ELEMENT = 16
+# Peak memory of the reference per state element (batch*dim*L*N): it materialises
+# float32 (batch, dim, L, N) decay, drive and state tensors. Measured as the growth of the
+# peak RSS at 2x256x2048x16 on CPU: 20 bytes for fwd, 36 for fwd+bwd; with some margin:
+REF_BYTES_PER_ELEMENT = {"fwd": 24, "fwd+bwd": 40}
 MEMORY_FRACTION = 0.7  # of the memory available when a row starts
 
 
@@ -137,7 +138,7 @@ EXP_PER_PASS = {
     # fwd: once per step. fwd+bwd: the forward (1), the backward's recomputation of each
     # chunk's forward from its saved start state (1), and the adjoint recurrence (1).
     "triton": {"fwd": 1, "fwd+bwd": 3},
-    # autograd's backward of exp reuses the saved output: no exp in the backward
+    # one exp for all steps at once; autograd's backward of exp reuses the saved output
     "ref": {"fwd": 1, "fwd+bwd": 1},
     # the graph as written; inductor's partitioner may recompute it in the backward
     # instead of saving it, which this lower bound does not see
@@ -306,7 +307,7 @@ def skip_reason(backend: Backend, shape: Shape, dtype_name: str, pass_: str, opt
     if backend.scan is None:
         return backend.reason
     if backend.name in ("ref", "ref-compile") and shape.L > opts.ref_max_len:
-        return f"L > --ref-max-len {opts.ref_max_len} (the reference is a Python loop over L)"
+        return f"L > --ref-max-len {opts.ref_max_len} (the reference loops over L in Python)"
     if backend.compiled:
         if shape.L > opts.compile_max_len:
             return (f"L > --compile-max-len {opts.compile_max_len} (torch.compile unrolls the "
@@ -322,8 +323,8 @@ def skip_reason(backend: Backend, shape: Shape, dtype_name: str, pass_: str, opt
 
 def _memory_estimate(backend: str, shape: Shape, pass_: str) -> int:
     """Bytes of the per-step / per-state tensors a backend keeps (0: nothing of that size)."""
-    if backend in ("ref", "ref-compile") and pass_ == "fwd+bwd":
-        return REF_GRAD_BYTES_PER_ELEMENT * shape.elements
+    if backend in ("ref", "ref-compile"):
+        return REF_BYTES_PER_ELEMENT[pass_] * shape.elements
     if backend == "mambapy":
         # float32 (batch, L', dim, N) tensors, L' the next power of two: a_bar, x, pscan's
         # two working copies and the product with C; about twice that with the backward
@@ -448,8 +449,10 @@ def add_speedups(rows: list[dict]) -> None:
 
 def run_benchmark(backends: list[str], shapes: list[Shape], dtypes: list[str],
                   device: torch.device, opts: Options, progress: bool = True,
-                  on_row: Callable[[list[dict]], None] | None = None) -> tuple[list[dict], float]:
-    """Run the grid; returns (rows, copy GB/s). on_row(rows) is called after every row."""
+                  on_row: Callable[[list[dict]], None] | None = None,
+                  copy_bytes: int | None = None) -> tuple[list[dict], float]:
+    """Run the grid; returns (rows, copy GB/s). on_row(rows) is called after every row;
+    copy_bytes sizes the copy-bandwidth buffers (default: past the device's caches)."""
     from tqdm.auto import tqdm
 
     loaded = [load_backend(name, device) for name in backends]
@@ -458,7 +461,7 @@ def run_benchmark(backends: list[str], shapes: list[Shape], dtypes: list[str],
             log.warning("backend %s skipped: %s", b.name, b.reason)
         elif b.smoke:
             log.info("backend %s: one smoke row on %s (not a performance number)", b.name, SMOKE_SHAPE)
-    copy_gb_s = copy_bandwidth(device)
+    copy_gb_s = copy_bandwidth(device, copy_bytes)
     start = time.perf_counter()
     rows: list[dict] = []
     todo = list(plan(loaded, shapes, dtypes))

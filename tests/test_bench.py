@@ -1,0 +1,139 @@
+"""The benchmarks run end to end on a trivially small grid and write stamped results.
+
+Smoke tests only: no assertion here depends on how fast anything ran (STYLE.md,
+"Benchmarks are not tests"). bench/ is not installed with the package, so it is imported
+from the source tree.
+"""
+
+import argparse
+import csv
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import common, scan, train_step  # noqa: E402
+from estm_ref import bench_cli  # noqa: E402
+from estm_ref.demo import TINY_CONFIG  # noqa: E402
+from estm_ref.scan import selective_scan_ref  # noqa: E402
+
+CPU = torch.device("cpu")
+STAMP_KEYS = {"device", "torch", "triton", "python", "git commit", "date"}
+
+
+def read_results(path: Path) -> tuple[dict, list[str], list[dict]]:
+    """(stamp, header, rows) of a benchmark CSV."""
+    lines = path.read_text().splitlines()
+    stamp = dict(line[2:].split(": ", 1) for line in lines
+                 if line.startswith("# ") and ": " in line)
+    body = [line for line in lines if not line.startswith("#")]
+    header = next(csv.reader(body[:1]))
+    return stamp, header, list(csv.DictReader(body))
+
+
+def test_scan_formulas_on_a_small_shape():
+    shape = scan.Shape(batch=1, dim=8, L=5, N=4)
+    # s = 4, seq = 40, bc = 20, par = 4 * (8*4 + 2*8) = 192
+    assert scan.bytes_moved(shape, torch.float32, "fwd") == 4 * (4 * 40 + 2 * 20) + 192
+    assert scan.bytes_moved(shape, torch.float32, "fwd+bwd") == 4 * (11 * 40 + 6 * 20) + 3 * 192
+    assert scan.bytes_moved(shape, torch.bfloat16, "fwd") == 2 * (4 * 40 + 2 * 20) + 192
+    assert scan.exp_evaluations("ref", shape, "fwd+bwd") == 160
+    assert scan.exp_evaluations("triton", shape, "fwd+bwd") == 3 * 160
+
+
+def test_scan_bench_writes_stamped_results(tmp_path):
+    opts = scan.Options(ref_max_len=64, compile_max_len=0, compile_dtypes=("float32",),
+                        row_budget_s=0.01, time_budget_s=None)
+    shapes = [scan.Shape(1, 8, 5, 4)]
+    rows, copy_gb_s = scan.run_benchmark(["ref", "triton", "ref-compile", "mambapy"], shapes,
+                                         ["float32"], CPU, opts, progress=False,
+                                         copy_bytes=1 << 20)
+    by_backend = {}
+    for r in rows:
+        by_backend.setdefault(r["backend"], []).append(r)
+    ref = by_backend["ref"]
+    assert [r["status"] for r in ref] == ["ok", "ok"]
+    assert all(r["speedup_vs_ref"] == 1.0 and r["copy_gb_s"] == copy_gb_s for r in ref)
+    compiled = by_backend["ref-compile"]
+    assert {r["status"] for r in compiled} == {"skipped"}
+    assert all("--compile-max-len" in r["note"] for r in compiled)
+    triton_rows = by_backend.get("triton-interpreter", []) + by_backend.get("triton", [])
+    assert triton_rows
+    for r in triton_rows:  # a smoke row under the interpreter, or skipped with the reason
+        assert r["status"] in ("smoke", "skipped"), r
+        assert r["note"]
+        if r["status"] == "smoke":
+            assert r.get("speedup_vs_ref") is None
+            assert r["max_abs_err_vs_ref"] < 1e-4
+    assert all(r["status"] in ("ok", "skipped") for r in by_backend["mambapy"])
+
+    paths = scan.write_results(rows, common.Stamp.collect(CPU), tmp_path, quick=True,
+                               copy_gb_s=copy_gb_s)
+    csv_path = tmp_path / "scan-cpu-quick.csv"
+    assert csv_path in paths and (tmp_path / "scan-cpu-quick.md") in paths
+    stamp, header, written = read_results(csv_path)
+    assert STAMP_KEYS <= set(stamp)
+    assert "copy bandwidth" in stamp
+    assert header == scan.COLUMNS
+    assert len(written) == len(rows)
+    markdown = (tmp_path / "scan-cpu-quick.md").read_text()
+    assert "git commit" in markdown and "| backend" in markdown
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (tmp_path / "scan-cpu-quick.png").stat().st_size > 0
+
+
+def test_mambapy_wrapper_has_the_reference_semantics():
+    def sequential_pscan(a_bar, x):  # stands in for mambapy.pscan.pscan: (batch, L, dim, N)
+        h, out = torch.zeros_like(x[:, 0]), []
+        for t in range(x.shape[1]):
+            h = a_bar[:, t] * h + x[:, t]
+            out.append(h)
+        return torch.stack(out, dim=1)
+
+    x = scan.make_inputs(scan.Shape(2, 6, 7, 3), torch.float32, CPU, requires_grad=False)
+    args = (x["u"], x["delta"], x["A"], x["B"], x["C"])
+    kwargs = dict(D=x["D"], z=x["z"], delta_bias=x["delta_bias"], delta_softplus=True)
+    got = scan.mambapy_scan(sequential_pscan, *args, **kwargs)
+    torch.testing.assert_close(got, selective_scan_ref(*args, **kwargs), rtol=1e-5, atol=1e-6)
+
+
+def test_train_bench_writes_stamped_results(tmp_path):
+    tiny = {"model": {k: v for k, v in TINY_CONFIG["model"].items() if k != "scan_backend"}}
+    rows = [train_step.train_step_row("tiny", tiny, "ref", 2, CPU, budget_s=0.01),
+            train_step.train_step_row("tiny", tiny, "triton", 2, CPU, budget_s=0.01)]
+    assert rows[0]["status"] == "ok" and rows[0]["clips_s"] > 0
+    assert rows[0]["paper_protocol_h"] == pytest.approx(
+        train_step.PAPER_CLIPS * 200 / rows[0]["clips_s"] / 3600)
+    assert rows[1]["status"] == "skipped" and "CUDA" in rows[1]["note"]
+    loader = train_step.loader_rows(n_clips=2, batch=2, num_workers=0, budget_s=0.01,
+                                    progress=False)
+    assert loader and all(r["status"] in ("ok", "skipped") and r["part"] == "loader" for r in loader)
+    rows += loader
+
+    train_step.write_results(rows, common.Stamp.collect(CPU), tmp_path, quick=True)
+    stamp, header, written = read_results(tmp_path / "train-cpu-quick.csv")
+    assert STAMP_KEYS <= set(stamp)
+    assert header == train_step.COLUMNS
+    assert len(written) == len(rows)
+    assert "Projected wall time" in (tmp_path / "train-cpu-quick.md").read_text()
+
+
+def test_bench_command_finds_the_scripts_and_passes_arguments_through():
+    parser = argparse.ArgumentParser()
+    bench_cli.add_arguments(parser)
+    args = parser.parse_args(["scan", "--quick", "--out", "somewhere"])
+    cmd = bench_cli.command(args)
+    assert Path(cmd[1]) == ROOT / "bench" / "scan.py"
+    assert cmd[2:] == ["--quick", "--out", "somewhere"]
+
+
+def test_bench_command_says_when_the_source_tree_is_missing(tmp_path):
+    (tmp_path / "estm_ref").mkdir()
+    with pytest.raises(bench_cli.BenchNotFound, match="source tree"):
+        bench_cli.find_bench_dir(tmp_path / "estm_ref")
