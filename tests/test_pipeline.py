@@ -126,7 +126,7 @@ def test_non_finite_loss_stops_with_the_epoch_and_step(tiny_data, tmp_path, monk
     def poisoned(self, waveform, labels=None):
         out = forward(self, waveform, labels)
         calls["n"] += 1
-        if calls["n"] == 5:  # epoch 2, step 2 with 16 clips per epoch and batch 8
+        if calls["n"] == 4:  # epoch 2, step 2: 16 training clips, batch 8
             out.logits = out.logits * float("nan")
         return out
 
@@ -165,12 +165,16 @@ def test_ddp_two_gloo_processes_match_a_single_process(tiny_data, tmp_path):
              str(tiny_data), str(out)],
             env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
+    lr = TINY_CONFIG["train"]["lr"]
     rank0 = torch.load(tmp_path / "ddp" / "rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "ddp" / "rank1.pt", weights_only=True)
     single = torch.load(tmp_path / "single" / "rank0.pt", weights_only=True)
     for name in rank0:
         torch.testing.assert_close(rank1[name], rank0[name], rtol=0, atol=0, msg=name)
-        torch.testing.assert_close(rank0[name], single[name], rtol=1e-4, atol=1e-6, msg=name)
+        # Adam divides by sqrt(v): where a gradient is ~0 its sign, and so a whole lr-sized
+        # step, can flip with the order of float sums. 5% of lr is far below what a wrong
+        # global batch gives (whole steps of lr on most elements).
+        torch.testing.assert_close(rank0[name], single[name], rtol=0, atol=0.05 * lr, msg=name)
     # the run actually trained: weights moved away from the seeded initialisation
     init = torch.load(tmp_path / "single" / "init.pt", weights_only=True)
     assert any(not torch.equal(init[k], single[k]) for k in init)
