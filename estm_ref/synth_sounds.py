@@ -9,9 +9,11 @@ that draws one clip of the machine with ID parameters `p`. `fault` is None for a
 clip, else one of the model's fault names; `amount` (> 0) scales how far the fault takes
 the sound from normal (1 = the subtle default). The normal sound draws only from `rng`,
 the fault only from `frng`: with the same two streams, a faulty clip is the normal clip
-plus the fault, which keeps the effect of `amount` measurable. Everything is vectorised numpy: noise is
-coloured in the frequency domain, tones come from integrated instantaneous frequency,
-impacts are impulse trains convolved with decaying resonances.
+plus the fault, which keeps the effect of `amount` measurable.
+
+Everything is vectorised numpy: noise is coloured in the frequency domain, tones come
+from integrated instantaneous frequency, impacts are impulse trains convolved with
+decaying resonances.
 
 Levels are relative: the caller normalises the machine signal, adds background noise at
 the chosen SNR and sets the loudness of the mix, so no model needs an absolute scale.
@@ -444,7 +446,8 @@ MODELS: dict[str, MachineModel] = {
     "pump": MachineModel(
         params=(Param("shaft_hz", 20.0, 48.0, log=True), Param("vanes", 4, 10, integer=True),
                 Param("harm_decay", 0.4, 0.75), Param("vane_gain", 0.2, 0.9),
-                Param("turb_hz", 300.0, 1500.0, log=True), Param("pipe_hz", 150.0, 1200.0, log=True),
+                Param("turb_hz", 300.0, 1500.0, log=True),
+                Param("pipe_hz", 150.0, 1200.0, log=True),
                 Param("flow_rate", 0.1, 0.6), Param("flow_depth", 0.05, 0.25),
                 Param("tonal_db", -8.0, 2.0)),
         faults=("cavitation", "leak", "clog"),
@@ -474,14 +477,16 @@ MODELS: dict[str, MachineModel] = {
         params=(Param("motor_hz", 250.0, 900.0, log=True), Param("harm_decay", 0.4, 0.75),
                 Param("gear_ratio", 1.6, 3.2), Param("gear_db", -14.0, -4.0),
                 Param("mod_rate", 0.15, 0.8, log=True), Param("mod_depth", 0.03, 0.12),
-                Param("brush_hz", 3000.0, 7000.0, log=True), Param("gear_teeth", 12, 24, integer=True)),
+                Param("brush_hz", 3000.0, 7000.0, log=True),
+                Param("gear_teeth", 12, 24, integer=True)),
         faults=("gear_damage", "tire", "speed_drift", "bearing"),
         render=render_toycar,
         description="DC-motor whine with speed modulation, gear mesh, brush noise, wheel rumble",
     ),
     "ToyConveyor": MachineModel(
         params=(Param("motor_hz", 40.0, 120.0, log=True), Param("harm_decay", 0.4, 0.8),
-                Param("rumble_hz", 150.0, 800.0, log=True), Param("roller_hz", 200.0, 1200.0, log=True),
+                Param("rumble_hz", 150.0, 800.0, log=True),
+                Param("roller_hz", 200.0, 1200.0, log=True),
                 Param("tick_s", 0.25, 1.2, log=True), Param("tick_gap_s", 0.03, 0.12),
                 Param("tick_hz", 1500.0, 5000.0, log=True), Param("tick_db", -12.0, 0.0),
                 Param("hum_db", -10.0, 0.0)),
@@ -505,7 +510,8 @@ def factory_noise(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
                          (1.0 + sum(g * peak(f, fc, 2.0) for fc, g in modes)))
     noise *= 1.0 + 0.1 * smooth_noise(rng, n, sr, 0.2)
     mains = rng.choice([50.0, 60.0])
-    hum = harmonics(rng, TWO_PI * mains * t, mains, sr, rng.uniform(0, 1, 6) * [1, 0.3, 0.7, 0.2, 0.4, 0.1])
+    hum_amps = rng.uniform(0, 1, 6) * [1.0, 0.3, 0.7, 0.2, 0.4, 0.1]  # odd harmonics stronger
+    hum = harmonics(rng, TWO_PI * mains * t, mains, sr, hum_amps)
     x = mix(noise, hum, rng.uniform(-20.0, -8.0))
     f_far = rng.uniform(60.0, 300.0)
     far = harmonics(rng, phase_of(f_far * speed_curve(rng, n, sr, 0.0, 0.01), sr), f_far * 1.05,
@@ -514,6 +520,7 @@ def factory_noise(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     times = poisson_times(rng, rng.uniform(0.05, 0.4), duration)
     if times.size:
         clangs = ring(n, sr, times, rng.uniform(0.3, 1.0, times.size),
-                      [rng.uniform(200, 3000), rng.uniform(200, 3000)], rng.uniform(0.02, 0.12), rng)
+                      [rng.uniform(200, 3000), rng.uniform(200, 3000)], rng.uniform(0.02, 0.12),
+                      rng)
         x = x + clangs * (rms(x) / max(rms(clangs), 1e-12) * 10 ** (rng.uniform(-18.0, -8.0) / 20))
     return unit(x)

@@ -161,7 +161,8 @@ def test_load_clip_crops_and_tiles(tmp_path):
     assert long.dtype == np.float32 and long.shape == (1600,)
     np.testing.assert_array_equal(long, x[:1600].astype(np.float32))
     short = load_clip(write(tmp_path / "short.wav", x[:700]), CFG)
-    np.testing.assert_array_equal(short, np.concatenate([x[:700], x[:700], x[:200]]).astype(np.float32))
+    tiled = np.concatenate([x[:700], x[:700], x[:200]]).astype(np.float32)
+    np.testing.assert_array_equal(short, tiled)
 
 
 def bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:

@@ -20,7 +20,8 @@ SR = 16000
 
 
 def wav_files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(root)): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_layout_and_format_of_full_length_clips(tmp_path):
@@ -118,7 +119,8 @@ def features(tmp_path_factory):
     rows = []
     for clip in scan_roots([root]).clips:
         x, _ = sf.read(clip.path, dtype="float32")
-        rows.append((clip, log_mel(x).mean(axis=1), float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))))
+        rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+        rows.append((clip, log_mel(x).mean(axis=1), rms))
     return rows
 
 
