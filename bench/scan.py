@@ -362,7 +362,11 @@ def run_row(backend: Backend, shape: Shape | None, dtype_name: str | None, pass_
             if skip_reason(REF, shape, dtype_name, pass_, opts, device):
                 note = "not compared with the reference: it does not run at this size"
             else:
-                err, note = compare_with_ref(run(), inputs, dy, dtype, device)
+                try:
+                    err, note = compare_with_ref(run(), inputs, dy, dtype, device)
+                except torch.OutOfMemoryError:  # both results at once do not fit; the time stands
+                    free_device_memory(device)
+                    note = "not compared with the reference: out of memory holding both results"
     except torch.OutOfMemoryError as oom:
         log.warning("%s %s %s %s: out of memory", backend.name, pass_, dtype_name, shape)
         return {**row, "status": "skipped", "note": f"out of memory: {str(oom).splitlines()[0]}"}
@@ -583,9 +587,12 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.quiet)
     device = resolve_device(args.device)
     dtypes = [d for d in args.dtypes.split(",") if d]
-    unknown = [d for d in dtypes if d not in DTYPES]
-    if unknown:
-        raise SystemExit(f"--dtypes: unknown {unknown}; choose from {sorted(DTYPES)}")
+    backends = [b for b in args.backends.split(",") if b]
+    for flag, given, known in (("--dtypes", dtypes, DTYPES), ("--backends", backends, BACKENDS),
+                               ("--compile-dtypes", args.compile_dtypes.split(","), DTYPES)):
+        unknown = [x for x in given if x not in known]
+        if unknown:
+            raise SystemExit(f"{flag}: unknown {unknown}; choose from {sorted(known)}")
     if args.quick:
         shapes = estm_shapes() + QUICK_EXTRA
     else:
@@ -610,8 +617,8 @@ def main(argv: list[str] | None = None) -> int:
                   notes=["partial: the run has not finished"])
 
     start = time.perf_counter()
-    rows, copy_gb_s = run_benchmark([b for b in args.backends.split(",") if b], shapes, dtypes,
-                                    device, opts, progress=not args.quiet, on_row=checkpoint)
+    rows, copy_gb_s = run_benchmark(backends, shapes, dtypes, device, opts,
+                                    progress=not args.quiet, on_row=checkpoint)
     paths = write_results(rows, stamp, args.out, args.quick, copy_gb_s, with_plot=not args.no_plot)
     print(markdown_body(rows, copy_gb_s))
     for path in paths:
