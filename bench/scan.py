@@ -225,6 +225,8 @@ def load_backend(name: str, device: torch.device) -> Backend:
 
 
 def _load_triton(device: torch.device) -> Backend:
+    """The kernel on CUDA; on CPU the interpreter, setting TRITON_INTERPRET=1 for this
+    process when triton is not imported yet (a script's first import of it)."""
     if device.type == "cpu" and "TRITON_INTERPRET" not in os.environ:
         if "triton" in sys.modules:
             return Backend("triton", None, "triton was imported before TRITON_INTERPRET=1 could be "
