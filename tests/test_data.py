@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
+
+sf = pytest.importorskip("soundfile", reason="the WAV reader and writer need soundfile")
 
 from estm_ref import data
 from estm_ref.config import FeatureConfig
