@@ -307,7 +307,9 @@ def _train_epoch(net, loader, optimizer, cfg: Config, dev: torch.device, epoch: 
         optimizer.step()
         n = cls.numel()
         total_loss += loss.item() * n
-        total_correct += (out.logits.argmax(-1) == cls).sum().item()
+        with torch.no_grad():  # accuracy of the plain cosine classifier, without the margin
+            head = getattr(net, "module", net).head
+            total_correct += (head.cosine(out.embedding).argmax(-1) == cls).sum().item()
         total_clips += n
         elapsed = time.perf_counter() - start
         bar.set_postfix(loss=f"{total_loss / total_clips:.4f}",
@@ -334,9 +336,10 @@ def _validate(model, dataset, cfg: Config, dev: torch.device) -> dict:
     for wave, cls, _, _ in loader:
         wave, cls = wave.to(dev), cls.to(dev)
         with autocast_for(cfg, dev):
-            logits = model(wave, cls).logits.float()
+            out = model(wave, cls)
+        logits = out.logits.float()
         loss_sum += F.cross_entropy(logits, cls, reduction="sum").item()
-        correct += (logits.argmax(-1) == cls).sum().item()
+        correct += (model.head.cosine(out.embedding).argmax(-1) == cls).sum().item()
         n += cls.numel()
     return {"val_loss": loss_sum / n, "val_accuracy": correct / n}
 
