@@ -18,9 +18,9 @@ from estm_ref.config import Config, add_config_arguments, overrides_from_args, w
 log = logging.getLogger(__name__)
 
 # Small model and data for a CPU. Everything else keeps the paper's / SPEC's defaults.
-DEMO_DATA = {"ids_per_type": 2, "train_per_id": 40, "test_per_id": 20}
-DEMO_CONFIG = {"model": {"d_model": 64, "depth": 2, "scan_backend": "ref"},
-               "train": {"epochs": 12, "batch_size": 32, "lr": 1e-3}}
+DEMO_DATA = {"ids_per_type": 4, "train_per_id": 30, "test_per_id": 20, "anomaly_strength": 2.0}
+DEMO_CONFIG = {"model": {"d_model": 64, "depth": 2},
+               "train": {"epochs": 30, "batch_size": 32, "lr": 2e-3}}
 # `--tiny`: an end-to-end check for the test suite, far too small to learn much.
 TINY_DATA = {"ids_per_type": 2, "train_per_id": 6, "test_per_id": 4, "types": ["fan", "valve"]}
 TINY_CONFIG = {"model": {"d_model": 32, "depth": 1, "d_state": 8, "scan_backend": "ref"},
