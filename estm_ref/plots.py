@@ -64,7 +64,8 @@ def plot_tsne(path: Path, clips: Sequence, embeddings: np.ndarray, seed: int = 0
     xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(
         embeddings.astype(np.float64))
     keys = sorted({(c.machine_type, c.machine_id) for c in clips})
-    cmap = plt.get_cmap("tab20", max(len(keys), 1))
+    # tab20 repeats past 20 keys; the full DCASE set has 41
+    cmap = plt.get_cmap("tab20") if len(keys) <= 20 else plt.get_cmap("nipy_spectral", len(keys) + 1)
     fig, ax = plt.subplots(figsize=(7, 6))
     for k, key in enumerate(keys):
         for label, marker in ((0, "o"), (1, "x"), (None, ".")):
