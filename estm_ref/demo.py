@@ -53,6 +53,9 @@ def run_demo(out: Path, tiny: bool = False, overrides: dict | None = None, devic
     from estm_ref.evaluate import test_run
     from estm_ref.train import train
 
+    from estm_ref.plots import require_matplotlib
+
+    require_matplotlib()  # the demo draws its figures at the end: fail now, not then
     start = time.perf_counter()
     out = Path(out)
     data_dir, run_dir = out / "data", out / "run"

@@ -94,6 +94,10 @@ def test_run(run_dir: Path | str, data_roots: Sequence[Path | str], out_dir: Pat
     from estm_ref.data import ClipDataset, scan_roots
     from estm_ref.train import resolve_device
 
+    if plots:
+        from estm_ref.plots import require_matplotlib
+
+        require_matplotlib()
     dev = resolve_device(device)
     run = load_run(run_dir, dev)
     out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "test"

@@ -11,12 +11,19 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def _pyplot():
+def require_matplotlib() -> None:
+    """Fail before any long work when figures are asked for but cannot be drawn."""
     try:
-        import matplotlib
+        import matplotlib  # noqa: F401
     except ModuleNotFoundError as err:
         raise RuntimeError("figures need matplotlib: pip install 'estm-ref[plot]' "
                            "(or pass --no-plots)") from err
+
+
+def _pyplot():
+    require_matplotlib()
+    import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
