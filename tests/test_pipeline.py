@@ -180,3 +180,17 @@ def test_ddp_two_gloo_processes_match_a_single_process(tiny_data, tmp_path):
     # the run actually trained: weights moved away from the seeded initialisation
     init = torch.load(tmp_path / "single" / "init.pt", weights_only=True)
     assert any(not torch.equal(init[k], single[k]) for k in init)
+
+
+def test_ablation_grid_trains_and_tests_every_variant(tiny_data, tmp_path, capsys):
+    assert main(["--quiet", "ablation", "--data-root", str(tiny_data), "--out", str(tmp_path),
+                 "--epochs", "1", *TINY_TRAIN]) == 0
+    printed = capsys.readouterr().out
+    for name in ("SMamba", "TMamba", "STMamba", "STgram", "ESTgram"):
+        assert name in printed
+    for paths in ("spectral", "temporal", "both"):
+        for features in ("stgram", "estgram"):
+            saved = ckpt_io.load(tmp_path / f"{paths}-{features}" / ckpt_io.CHECKPOINT_NAME)
+            assert (saved["config"]["model"]["paths"], saved["config"]["features"]["features"]) \
+                == (paths, features)
+            assert (tmp_path / f"{paths}-{features}" / "test" / "results.csv").exists()
