@@ -52,7 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(_command_in(argv)).parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, FileNotFoundError) as err:
+        # bad input (a file, a flag, a run folder): a message, not a traceback
+        logging.getLogger("estm").error("%s", err)
+        return 2
 
 
 if __name__ == "__main__":
