@@ -68,6 +68,7 @@ def score_dataset(model, dataset, cfg: Config, device: torch.device, with_margin
     """Anomaly score (-log p of the clip's own class) and fused embedding of every clip."""
     from tqdm.auto import tqdm
 
+    from estm_ref.model import own_class_nll
     from estm_ref.train import autocast_for
 
     model.eval()
@@ -79,8 +80,7 @@ def score_dataset(model, dataset, cfg: Config, device: torch.device, with_margin
         wave, cls = wave.to(device), cls.to(device)
         with autocast_for(cfg, device):
             out = model(wave, cls if with_margin else None)
-        logp = torch.log_softmax(out.logits.float(), dim=-1)
-        scores.append((-logp.gather(1, cls[:, None])[:, 0]).cpu())
+        scores.append(own_class_nll(out.logits, cls).cpu())
         embeddings.append(out.embedding.float().cpu())
     if not scores:
         return Scored(np.zeros(0), np.zeros((0, 0)))
@@ -121,7 +121,7 @@ def test_run(run_dir: Path | str, data_roots: Sequence[Path | str], out_dir: Pat
         w.writerow(["path", "machine_type", "machine_id", "label", "score"])
         for clip, score in zip(clips, scored.scores):
             w.writerow([clip.path, clip.machine_type, clip.machine_id,
-                        "" if clip.label is None else clip.label, f"{score:.6f}"])
+                        "" if clip.label is None else clip.label, f"{score:.9g}"])
     by_id: dict[tuple[str, str], list[int]] = {}
     for i, clip in enumerate(clips):
         by_id.setdefault((clip.machine_type, clip.machine_id), []).append(i)

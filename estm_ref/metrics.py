@@ -153,7 +153,7 @@ def write_dcase_files(out_dir: Path, machine_type: str, machine_id: str,
     with open(out_dir / f"anomaly_score_{stem}", "w", newline="") as f:
         w = csv.writer(f)
         for name, score in zip(names, scores):
-            w.writerow([name, f"{score:.6f}"])
+            w.writerow([name, f"{score:.9g}"])
     with open(out_dir / f"decision_result_{stem}", "w", newline="") as f:
         w = csv.writer(f)
         for name, score in zip(names, scores):

@@ -236,5 +236,18 @@ class ESTM(nn.Module):
 
         with_margin applies the ArcFace margin to the clip's own class, as in training.
         """
-        logits = self(waveform, labels if with_margin else None).logits
-        return -torch.log_softmax(logits.float(), dim=-1).gather(1, labels.long()[:, None])[:, 0]
+        return own_class_nll(self(waveform, labels if with_margin else None).logits, labels)
+
+
+def own_class_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """-log softmax(logits)[label] per row: (batch, n_classes), (batch,) -> (batch,) float64.
+
+    Computed as softplus(logsumexp over the other classes - own logit) in float64, which
+    stays exact for confident clips: there -log p = -log(1 - eps) ~ eps, and a float32
+    log_softmax rounds every eps below ~6e-8 to 0, tying the scores of all such clips.
+    """
+    x = logits.double()
+    labels = labels.long()[:, None]
+    own = x.gather(1, labels)[:, 0]
+    others = torch.logsumexp(x.scatter(1, labels, float("-inf")), dim=1)  # -inf for one class
+    return F.softplus(others - own, threshold=50.0)

@@ -30,6 +30,7 @@ def score_files(run_dir: Path, files: list[Path], machine_type: str | None = Non
                 with_margin: bool = True) -> list[dict]:
     from estm_ref.data import load_clip
     from estm_ref.evaluate import load_run
+    from estm_ref.model import own_class_nll
     from estm_ref.train import autocast_for, resolve_device
 
     dev = resolve_device(device)
@@ -46,7 +47,7 @@ def score_files(run_dir: Path, files: list[Path], machine_type: str | None = Non
         cls = torch.tensor([index[key]], device=dev)
         with torch.no_grad(), autocast_for(run.cfg, dev):
             logits = run.model(wave, cls if with_margin else None).logits.float()
-        score = float(-torch.log_softmax(logits, -1)[0, index[key]])
+        score = float(own_class_nll(logits, cls)[0])
         threshold = run.thresholds.get(f"{key[0]}/id_{key[1]}")
         results.append({"file": str(path), "machine_type": key[0], "machine_id": key[1],
                         "score": score, "threshold": threshold,

@@ -96,8 +96,10 @@ def test_gamma_threshold_recovers_the_true_quantile():
 
 
 def test_dcase_files(tmp_path):
-    write_dcase_files(tmp_path, "ToyCar", "01", ["a.wav", "b.wav"], [0.2, 3.0], threshold=1.0)
+    write_dcase_files(tmp_path, "ToyCar", "01", ["a.wav", "b.wav", "c.wav"],
+                      [0.2, 3.0, 1.234567891e-9], threshold=1.0)
     scores = list(csv.reader(open(tmp_path / "anomaly_score_ToyCar_id_01.csv")))
     decisions = list(csv.reader(open(tmp_path / "decision_result_ToyCar_id_01.csv")))
-    assert scores == [["a.wav", "0.200000"], ["b.wav", "3.000000"]]
-    assert decisions == [["a.wav", "0"], ["b.wav", "1"]]
+    # nine significant digits: a confident model's tiny scores keep their order
+    assert scores == [["a.wav", "0.2"], ["b.wav", "3"], ["c.wav", "1.23456789e-09"]]
+    assert decisions == [["a.wav", "0"], ["b.wav", "1"], ["c.wav", "0"]]

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from estm_ref.config import FeatureConfig, ModelConfig
 from estm_ref.features import emel, log_mel
-from estm_ref.model import ESTM, MambaPath, freq_patches, margin_logits, time_patches
+from estm_ref.model import ESTM, MambaPath, freq_patches, margin_logits, own_class_nll, time_patches
 
 KERNEL_FILE = Path(__file__).resolve().parents[1] / "triton_kernels" / "selective_scan.py"
 needs_kernel = pytest.mark.skipif(not KERNEL_FILE.exists(),
@@ -168,9 +168,24 @@ def test_logits_and_anomaly_score():
     assert torch.allclose(out_plain.logits, 30.0 * cos)
     torch.testing.assert_close(out_margin.logits, 30.0 * margin_logits(cos, y, 0.7))
     rows = torch.arange(3)
-    torch.testing.assert_close(score, -torch.log_softmax(out_margin.logits, -1)[rows, y])
-    torch.testing.assert_close(score_plain, -torch.log_softmax(out_plain.logits, -1)[rows, y])
+    torch.testing.assert_close(score, -torch.log_softmax(out_margin.logits.double(), -1)[rows, y])
+    torch.testing.assert_close(score_plain, -torch.log_softmax(out_plain.logits.double(), -1)[rows, y])
     assert score.shape == (3,) and (score > score_plain).all()  # the margin only lowers the own logit
+
+
+def test_own_class_nll_keeps_confident_clips_apart():
+    # s = 30 logits of clips classified with near certainty: float32 log_softmax gives 0
+    # for all of them, the score must still rank them (closed form: log1p(sum exp(x_j - x_c)))
+    logits = torch.tensor([[30.0, 0.0, 0.0], [30.0, 3.0, 0.0], [30.0, 6.0, -30.0],
+                           [0.0, 30.0, 29.0], [1.0, 2.0, 3.0]])
+    labels = torch.tensor([0, 0, 0, 2, 1])
+    got = own_class_nll(logits, labels)
+    want = [math.log1p(sum(math.exp(float(row[j] - row[c])) for j in range(3) if j != c))
+            for row, c in zip(logits.double(), labels.tolist())]
+    torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64), rtol=1e-12, atol=0)
+    assert (-torch.log_softmax(logits, -1)[:3, 0] == 0).all()  # what float32 would have said
+    assert got[0] < got[1] < got[2] < 1e-10
+    assert own_class_nll(torch.tensor([[5.0]]), torch.tensor([0])).item() == 0.0  # one class
 
 
 @needs_kernel
