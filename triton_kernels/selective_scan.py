@@ -48,6 +48,43 @@ def _softplus(x):
 
 
 @triton.jit
+def _channel_block(dim, n_groups, N, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's batch element, group, channels and state columns, with their masks.
+
+    Returns i_d, i_b, i_g (int64: batch * dim * L overflows int32 at realistic sizes),
+    o_d (BLOCK_D,) channel indices, o_n (BLOCK_N,) state indices and the masks m_d, m_n,
+    m_dn (BLOCK_D, BLOCK_N).
+    """
+    i_d = tl.program_id(0).to(tl.int64)
+    i_b = tl.program_id(1).to(tl.int64)
+    i_g = tl.program_id(2).to(tl.int64)
+    dim_per_group = dim // n_groups
+    o_dg = i_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    m_d = o_dg < dim_per_group
+    o_d = i_g * dim_per_group + o_dg
+    o_n = tl.arange(0, BLOCK_N)
+    m_n = o_n < N
+    m_dn = m_d[:, None] & m_n[None, :]
+    return i_d, i_b, i_g, o_d, o_n, m_d, m_n, m_dn
+
+
+@triton.jit
+def _channel_params(A, D, delta_bias, o_d, o_n, m_d, m_dn, N,
+                    HAS_D: tl.constexpr, HAS_DELTA_BIAS: tl.constexpr):
+    """The block's A (BLOCK_D, BLOCK_N), D and delta_bias (BLOCK_D,) in float32 (zeros if absent)."""
+    b_A = tl.load(A + o_d[:, None] * N + o_n[None, :], mask=m_dn, other=0.0).to(tl.float32)
+    if HAS_D:
+        b_D = tl.load(D + o_d, mask=m_d, other=0.0).to(tl.float32)
+    else:
+        b_D = tl.zeros(o_d.shape, dtype=tl.float32)
+    if HAS_DELTA_BIAS:
+        b_delta_bias = tl.load(delta_bias + o_d, mask=m_d, other=0.0).to(tl.float32)
+    else:
+        b_delta_bias = tl.zeros(o_d.shape, dtype=tl.float32)
+    return b_A, b_D, b_delta_bias
+
+
+@triton.jit
 def _selective_scan_fwd_kernel(
     u, delta, A, B, C, D, z, delta_bias, initial_state,  # inputs
     y, last_state, chunk_states,  # outputs
@@ -63,18 +100,7 @@ def _selective_scan_fwd_kernel(
     D, delta_bias: (dim,); initial_state, last_state: (batch, dim, N);
     chunk_states: (batch, dim, n_chunks, N), the state before steps 0, CHUNK, 2 CHUNK, ...
     """
-    # int64 from the start: batch * dim * L overflows int32 at realistic sizes
-    i_d = tl.program_id(0).to(tl.int64)
-    i_b = tl.program_id(1).to(tl.int64)
-    i_g = tl.program_id(2).to(tl.int64)
-    dim_per_group = dim // n_groups
-    o_dg = i_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    m_d = o_dg < dim_per_group
-    o_d = i_g * dim_per_group + o_dg
-    o_n = tl.arange(0, BLOCK_N)
-    m_n = o_n < N
-    m_dn = m_d[:, None] & m_n[None, :]
-
+    i_d, i_b, i_g, o_d, o_n, m_d, m_n, m_dn = _channel_block(dim, n_groups, N, BLOCK_D, BLOCK_N)
     p_u = u + (i_b * dim + o_d) * L  # (BLOCK_D,) pointers at t = 0
     p_delta = delta + (i_b * dim + o_d) * L
     p_y = y + (i_b * dim + o_d) * L
@@ -84,11 +110,8 @@ def _selective_scan_fwd_kernel(
     o_state = (i_b * dim + o_d)[:, None] * N + o_n[None, :]  # (BLOCK_D, BLOCK_N) into (batch, dim, N)
     p_chunk = chunk_states + ((i_b * dim + o_d) * n_chunks * N)[:, None] + o_n[None, :]
 
-    b_A = tl.load(A + o_d[:, None] * N + o_n[None, :], mask=m_dn, other=0.0).to(tl.float32)
-    if HAS_D:
-        b_D = tl.load(D + o_d, mask=m_d, other=0.0).to(tl.float32)
-    if HAS_DELTA_BIAS:
-        b_delta_bias = tl.load(delta_bias + o_d, mask=m_d, other=0.0).to(tl.float32)
+    b_A, b_D, b_delta_bias = _channel_params(A, D, delta_bias, o_d, o_n, m_d, m_dn, N,
+                                             HAS_D, HAS_DELTA_BIAS)
     if USE_INITIAL_STATE:
         b_h = tl.load(initial_state + o_state, mask=m_dn, other=0.0).to(tl.float32)
     else:
@@ -144,17 +167,8 @@ def _selective_scan_bwd_kernel(
         g[t] = C[t] * dy'[t] + a[t+1] * g[t+1],   g[L-1] = C[L-1] * dy'[L-1] + dlast_state
     and every input gradient at step t needs only g[t], h[t-1], h[t] and step-t inputs.
     """
-    i_d = tl.program_id(0).to(tl.int64)
-    i_b = tl.program_id(1).to(tl.int64)
-    i_g = tl.program_id(2).to(tl.int64)
+    i_d, i_b, i_g, o_d, o_n, m_d, m_n, m_dn = _channel_block(dim, n_groups, N, BLOCK_D, BLOCK_N)
     i_p = (i_b * tl.num_programs(2) + i_g) * tl.num_programs(0) + i_d  # this program's scratch slot
-    dim_per_group = dim // n_groups
-    o_dg = i_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    m_d = o_dg < dim_per_group
-    o_d = i_g * dim_per_group + o_dg
-    o_n = tl.arange(0, BLOCK_N)
-    m_n = o_n < N
-    m_dn = m_d[:, None] & m_n[None, :]
 
     o_seq = (i_b * dim + o_d) * L  # (BLOCK_D,) offsets of t = 0 in (batch, dim, L)
     o_bc = ((i_b * n_groups + i_g) * N + o_n) * L  # (BLOCK_N,) offsets of t = 0 in B, C
@@ -164,11 +178,8 @@ def _selective_scan_bwd_kernel(
     p_scratch = (scratch + i_p * CHUNK * BLOCK_D * BLOCK_N
                  + tl.arange(0, BLOCK_D)[:, None] * BLOCK_N + o_n[None, :])
 
-    b_A = tl.load(A + o_d[:, None] * N + o_n[None, :], mask=m_dn, other=0.0).to(tl.float32)
-    if HAS_D:
-        b_D = tl.load(D + o_d, mask=m_d, other=0.0).to(tl.float32)
-    if HAS_DELTA_BIAS:
-        b_delta_bias = tl.load(delta_bias + o_d, mask=m_d, other=0.0).to(tl.float32)
+    b_A, b_D, b_delta_bias = _channel_params(A, D, delta_bias, o_d, o_n, m_d, m_dn, N,
+                                             HAS_D, HAS_DELTA_BIAS)
     # b_dh carries a[t+1] * g[t+1] into step t
     if HAS_DLAST_STATE:
         b_dh = tl.load(dlast_state + o_state, mask=m_dn, other=0.0).to(tl.float32)
