@@ -31,10 +31,13 @@ from estm_ref.metrics import evaluate_ids, format_table, summarise_types  # noqa
 SHRINK = 0.1  # added to the diagonal of each ID's covariance of standardised features
 
 
-def clip_statistics(paths: list[Path], cfg: FeatureConfig, batch: int = 32) -> np.ndarray:
+def clip_statistics(paths: list[Path], cfg: FeatureConfig, batch: int = 32,
+                    desc: str = "log-mel statistics") -> np.ndarray:
     """(n_clips, 2 * n_mels): mean and std over frames of each mel band's log-mel."""
+    from tqdm.auto import tqdm
+
     out = []
-    for k in range(0, len(paths), batch):
+    for k in tqdm(range(0, len(paths), batch), desc=desc, unit="batch", leave=False):
         wave = torch.stack([torch.from_numpy(load_clip(p, cfg)) for p in paths[k:k + batch]])
         mel = log_mel(wave, cfg)
         out.append(torch.cat([mel.mean(-1), mel.std(-1)], dim=1).numpy())
@@ -76,8 +79,8 @@ def main() -> int:
     if not train or not test:
         print("need training clips and labelled test clips of the same IDs", file=sys.stderr)
         return 2
-    train_x = clip_statistics([c.path for c in train], cfg)
-    test_x = clip_statistics([c.path for c in test], cfg)
+    train_x = clip_statistics([c.path for c in train], cfg, desc="training clips")
+    test_x = clip_statistics([c.path for c in test], cfg, desc="test clips")
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
     train_y = np.array([classes[(c.machine_type, c.machine_id)] for c in train])
