@@ -272,7 +272,8 @@ def train(cfg: Config, data_roots: Sequence[Path | str], run_dir: Path | str,
         ddp.barrier()
 
     if ddp.is_main:
-        thresholds = fit_thresholds(model, datasets["train"], cfg, dev, progress)
+        thresholds = fit_thresholds(model, datasets["train"], cfg, dev, progress,
+                                    val_set=datasets.get("val"))
         (run_dir / THRESHOLDS_NAME).write_text(json.dumps(thresholds, indent=2) + "\n")
     ddp.barrier()
     return {"run_dir": str(run_dir), "epochs": cfg.train.epochs, "classes": len(class_list),
@@ -354,16 +355,34 @@ def _append_metrics(path: Path, row: dict) -> None:
                     for k in METRIC_FIELDS})
 
 
-def fit_thresholds(model, dataset, cfg: Config, dev: torch.device, progress: bool) -> dict:
-    """Gamma-fit decision thresholds per (type, id) from the training clips' scores."""
+def fit_thresholds(model, train_set, cfg: Config, dev: torch.device, progress: bool,
+                   val_set=None) -> dict:
+    """Gamma-fit decision thresholds per (type, id) from normal training-clip scores.
+
+    With a held-out slice (`val_fraction` > 0) the fit uses its clips, whose scores are
+    not lowered by the model having been fitted to them; an ID with fewer than two
+    held-out clips uses its training clips instead, and the log says which IDs did.
+    """
     from estm_ref.evaluate import score_dataset
     from estm_ref.metrics import gamma_threshold
 
-    scored = score_dataset(model, dataset, cfg, dev, progress=progress, desc="training scores")
-    by_id: dict[str, list[float]] = {}
-    for clip, score in zip(dataset.clips, scored.scores):
-        by_id.setdefault(f"{clip.machine_type}/id_{clip.machine_id}", []).append(float(score))
-    return {key: gamma_threshold(scores) for key, scores in sorted(by_id.items())}
+    def scores_by_id(dataset, desc: str) -> dict[str, list[float]]:
+        scored = score_dataset(model, dataset, cfg, dev, progress=progress, desc=desc)
+        by_id: dict[str, list[float]] = {}
+        for clip, score in zip(dataset.clips, scored.scores):
+            by_id.setdefault(f"{clip.machine_type}/id_{clip.machine_id}", []).append(float(score))
+        return by_id
+
+    fitted = scores_by_id(train_set, "training scores")
+    if val_set is not None:
+        held_out = {k: v for k, v in scores_by_id(val_set, "held-out scores").items() if len(v) >= 2}
+        fallback = sorted(set(fitted) - set(held_out))
+        log.info("decision thresholds fitted on held-out clips for %d ID(s)", len(held_out))
+        if fallback:
+            log.warning("fewer than 2 held-out clips: thresholds from training clips for %s",
+                        ", ".join(fallback))
+        fitted.update(held_out)
+    return {key: gamma_threshold(scores) for key, scores in sorted(fitted.items())}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -194,3 +194,33 @@ def test_ablation_grid_trains_and_tests_every_variant(tiny_data, tmp_path, capsy
             assert (saved["config"]["model"]["paths"], saved["config"]["features"]["features"]) \
                 == (paths, features)
             assert (tmp_path / f"{paths}-{features}" / "test" / "results.csv").exists()
+
+
+@pytest.mark.parametrize("fraction, source", [(0.5, "val"), (0.25, "train")])
+def test_thresholds_come_from_held_out_clips_when_there_are_enough(tiny_data, tmp_path, fraction,
+                                                                   source):
+    from estm_ref.data import ClipDataset, scan_roots
+    from estm_ref.evaluate import load_run, score_dataset
+    from estm_ref.metrics import gamma_threshold
+    from estm_ref.train import _split_validation
+
+    run_dir = tmp_path / "run"
+    assert main(["--quiet", "train", "--data-root", str(tiny_data), "--out", str(run_dir),
+                 "--epochs", "1", "--val-fraction", str(fraction), *TINY_TRAIN]) == 0
+    written = json.loads((run_dir / "thresholds.json").read_text())
+    run = load_run(run_dir, torch.device("cpu"))
+    train, val = _split_validation(scan_roots([tiny_data]).select(split="train"), fraction,
+                                   run.cfg.train.seed)
+    assert len(val) == (8 if source == "val" else 4)  # 2 or 1 held-out clips per ID
+    clips = {"val": val, "train": train}[source]
+    scores = score_dataset(run.model, ClipDataset(clips, run.class_list, run.cfg.features,
+                                                  progress=False), run.cfg, torch.device("cpu"),
+                           progress=False).scores
+    expected = {}
+    for clip, score in zip(clips, scores):
+        expected.setdefault(f"{clip.machine_type}/id_{clip.machine_id}", []).append(score)
+    assert written.keys() == expected.keys()
+    for key, values in expected.items():
+        assert written[key] == pytest.approx(gamma_threshold(values), rel=1e-9), key
+    with open(run_dir / "metrics.csv") as f:
+        assert float(next(csv.DictReader(f))["val_loss"]) > 0
