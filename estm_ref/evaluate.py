@@ -21,8 +21,8 @@ import torch
 
 from estm_ref import checkpoint as ckpt_io
 from estm_ref.config import Config
-from estm_ref.metrics import (evaluate_ids, format_table, summarise_types, write_dcase_files,
-                              write_results_csv)
+from estm_ref.metrics import (evaluate_ids, format_score, format_table, summarise_types,
+                              write_dcase_files, write_results_csv)
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def test_run(run_dir: Path | str, data_roots: Sequence[Path | str], out_dir: Pat
         w.writerow(["path", "machine_type", "machine_id", "label", "score"])
         for clip, score in zip(clips, scored.scores):
             w.writerow([clip.path, clip.machine_type, clip.machine_id,
-                        "" if clip.label is None else clip.label, f"{score:.9g}"])
+                        "" if clip.label is None else clip.label, format_score(score)])
     by_id: dict[tuple[str, str], list[int]] = {}
     for i, clip in enumerate(clips):
         by_id.setdefault((clip.machine_type, clip.machine_id), []).append(i)

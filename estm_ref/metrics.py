@@ -144,6 +144,11 @@ def gamma_threshold(train_scores: Sequence[float], quantile: float = DECISION_QU
     return float(scipy.stats.gamma.ppf(quantile, shape, loc=loc, scale=scale))
 
 
+def format_score(score: float) -> str:
+    """Nine significant digits: a confident model's tiny scores keep their order."""
+    return f"{score:.9g}"
+
+
 def write_dcase_files(out_dir: Path, machine_type: str, machine_id: str,
                       names: Sequence[str], scores: Sequence[float], threshold: float) -> None:
     """anomaly_score_<type>_id_XX.csv (filename,score) and decision_result_<type>_id_XX.csv
@@ -153,7 +158,7 @@ def write_dcase_files(out_dir: Path, machine_type: str, machine_id: str,
     with open(out_dir / f"anomaly_score_{stem}", "w", newline="") as f:
         w = csv.writer(f)
         for name, score in zip(names, scores):
-            w.writerow([name, f"{score:.9g}"])
+            w.writerow([name, format_score(score)])
     with open(out_dir / f"decision_result_{stem}", "w", newline="") as f:
         w = csv.writer(f)
         for name, score in zip(names, scores):

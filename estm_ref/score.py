@@ -46,7 +46,7 @@ def score_files(run_dir: Path, files: list[Path], machine_type: str | None = Non
         wave = torch.from_numpy(load_clip(Path(path), run.cfg.features))[None].to(dev)
         cls = torch.tensor([index[key]], device=dev)
         with torch.no_grad(), autocast_for(run.cfg, dev):
-            logits = run.model(wave, cls if with_margin else None).logits.float()
+            logits = run.model(wave, cls if with_margin else None).logits
         score = float(own_class_nll(logits, cls)[0])
         threshold = run.thresholds.get(f"{key[0]}/id_{key[1]}")
         results.append({"file": str(path), "machine_type": key[0], "machine_id": key[1],

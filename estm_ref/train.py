@@ -373,15 +373,17 @@ def fit_thresholds(model, train_set, cfg: Config, dev: torch.device, progress: b
             by_id.setdefault(f"{clip.machine_type}/id_{clip.machine_id}", []).append(float(score))
         return by_id
 
-    fitted = scores_by_id(train_set, "training scores")
+    fitted: dict[str, list[float]] = {}
     if val_set is not None:
-        held_out = {k: v for k, v in scores_by_id(val_set, "held-out scores").items() if len(v) >= 2}
-        fallback = sorted(set(fitted) - set(held_out))
-        log.info("decision thresholds fitted on held-out clips for %d ID(s)", len(held_out))
-        if fallback:
+        fitted = {k: v for k, v in scores_by_id(val_set, "held-out scores").items() if len(v) >= 2}
+        log.info("decision thresholds fitted on held-out clips for %d ID(s)", len(fitted))
+    fallback = sorted({f"{c.machine_type}/id_{c.machine_id}" for c in train_set.clips} - set(fitted))
+    if fallback:  # training clips are scored only when some ID needs them
+        if val_set is not None:
             log.warning("fewer than 2 held-out clips: thresholds from training clips for %s",
                         ", ".join(fallback))
-        fitted.update(held_out)
+        training = scores_by_id(train_set, "training scores")
+        fitted.update((key, training[key]) for key in fallback)
     return {key: gamma_threshold(scores) for key, scores in sorted(fitted.items())}
 
 
