@@ -22,7 +22,7 @@ the row's dtype, A = -(1..N) for every channel, D = 1 and delta_bias (dim,) in f
 delta_softplus=True. "fwd" is an inference forward (no autograd graph); "fwd+bwd" is
 the forward with autograd plus `torch.autograd.grad` of all eight inputs for a random dy.
 Every fwd row of a backend other than ref is compared with the reference on the same
-inputs (when the reference fits) within `estm_ref.scan_parity`'s tolerances: a backend
+inputs (when the reference fits) within `estm_ref.scan.parity`'s tolerances: a backend
 that computes something else is reported as an error, not timed as a success.
 
 Columns (per row): ms (median, see bench/common.py for the method), bytes (`bytes_moved`),
@@ -404,8 +404,8 @@ def _derived(row: dict, timing: Timing, copy_gb_s: float, smoke: bool) -> dict:
 def compare_with_ref(outputs: tuple, inputs: dict, dy: torch.Tensor | None, dtype: torch.dtype,
                      device: torch.device) -> tuple[float, str]:
     """(max abs error, '' or why it fails) of a backend's outputs against the reference's
-    on the same inputs, within `estm_ref.scan_parity.tolerance` of the dtype."""
-    from estm_ref.scan_parity import tolerance
+    on the same inputs, within `estm_ref.scan.parity.tolerance` of the dtype."""
+    from estm_ref.scan.parity import tolerance
 
     expected = workload(selective_scan_ref, inputs, dy)()
     names = ("y",) + tuple(f"d{k}" for k in inputs)[:len(outputs) - 1]

@@ -122,7 +122,7 @@ def loader_rows(n_clips: int, batch: int, num_workers: int, budget_s: float,
     base = {"part": "loader", "backend": "-", "batch": batch, "amp": "-"}
     try:
         from estm_ref.data import ClipDataset, build_class_list, scan_roots
-        from estm_ref.synth import generate
+        from estm_ref.synth.generate import generate
     except ImportError as err:
         reason = f"the data modules do not import here ({err})"
         log.warning("loader benchmark skipped: %s", reason)

@@ -1,5 +1,5 @@
 import sys
 
-from estm_ref.cli import main
+from estm_ref.cli.main import main
 
 sys.exit(main())

@@ -35,7 +35,7 @@ def demo_config(tiny: bool = False) -> Config:
 
 
 def generate_demo_data(data_dir: Path, tiny: bool, seed: int, progress: bool) -> None:
-    from estm_ref.synth import generate
+    from estm_ref.synth.generate import generate
 
     # the marker sits beside the data root, not in it: the loader reports stray files
     marker = data_dir.with_name(data_dir.name + ".complete")

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from estm_ref.scan_parity import ScanCase, check_case
+from estm_ref.scan.parity import ScanCase, check_case
 
 _bf16 = torch.bfloat16
 CASES = {

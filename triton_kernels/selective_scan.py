@@ -38,7 +38,7 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-from estm_ref.scan import check_scan_args
+from triton_kernels.scan_args import check_scan_args
 
 
 @triton.jit

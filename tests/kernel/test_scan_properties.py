@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from conftest import KERNEL_DEVICE
 from estm_ref.scan import selective_scan_ref
-from estm_ref.scan_parity import ScanCase, assert_parity, make_inputs, tolerance, upstream_grads
+from estm_ref.scan.parity import ScanCase, assert_parity, make_inputs, tolerance, upstream_grads
 from triton_kernels.selective_scan import launch_options, selective_scan_fn
 
 SCANS = {"ref": selective_scan_ref, "triton": selective_scan_fn}

@@ -9,10 +9,10 @@ import pytest
 
 from conftest import HAS_CUDA, KERNEL_DEVICE
 from estm_ref import selfcheck
-from estm_ref.cli import main
+from estm_ref.cli.main import main
 from estm_ref.scan import selective_scan_ref
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="a CUDA machine checks the CLI on cuda (test_cli_on_cuda_passes); "

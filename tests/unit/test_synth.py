@@ -12,10 +12,10 @@ from sklearn.preprocessing import StandardScaler
 sf = pytest.importorskip("soundfile", reason="the WAV reader and writer need soundfile")
 librosa = pytest.importorskip("librosa", reason="the ID-separability check uses librosa's mel")
 
-from estm_ref.cli import main
+from estm_ref.cli.main import main
 from estm_ref.data import build_class_list, scan_roots
-from estm_ref.synth import LOUDNESS_DBFS, MACHINE_TYPES, generate, id_params
-from estm_ref.synth_sounds import MODELS, factory_noise
+from estm_ref.synth.generate import LOUDNESS_DBFS, MACHINE_TYPES, generate, id_params
+from estm_ref.synth.machines import MODELS, factory_noise
 
 SR = 16000
 

@@ -12,7 +12,7 @@ from estm_ref.config import FeatureConfig, ModelConfig
 from estm_ref.features import emel, log_mel
 from estm_ref.model import ESTM, MambaPath, freq_patches, margin_logits, own_class_nll, time_patches
 
-KERNEL_FILE = Path(__file__).resolve().parents[1] / "triton_kernels" / "selective_scan.py"
+KERNEL_FILE = Path(__file__).resolve().parents[2] / "triton_kernels" / "selective_scan.py"
 needs_kernel = pytest.mark.skipif(not KERNEL_FILE.exists(),
                                   reason="triton_kernels/selective_scan.py does not exist yet")
 CLIP = FeatureConfig().clip_samples

@@ -4,7 +4,7 @@ import argparse
 import math
 
 from estm_ref import summary
-from estm_ref.cli import COMMANDS
+from estm_ref.cli.main import COMMANDS
 from estm_ref.config import FeatureConfig, ModelConfig
 
 

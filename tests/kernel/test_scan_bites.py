@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from estm_ref.scan import selective_scan_ref
-from estm_ref.scan_parity import ScanCase, assert_parity, check_case
+from estm_ref.scan.parity import ScanCase, assert_parity, check_case
 
 CASE = ScanCase(2, 6, 12, 4, groups=2)
 DEVICE = "cpu"

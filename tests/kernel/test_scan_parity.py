@@ -12,7 +12,7 @@ import torch
 
 from conftest import KERNEL_DEVICE
 from estm_ref.scan import selective_scan, selective_scan_ref
-from estm_ref.scan_parity import TOLERANCES, ScanCase, assert_parity, make_inputs
+from estm_ref.scan.parity import TOLERANCES, ScanCase, assert_parity, make_inputs
 from triton_kernels import selective_scan as ss
 from triton_kernels.selective_scan import launch_options, selective_scan_fn
 

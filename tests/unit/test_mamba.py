@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from estm_ref.mamba import DT_FLOOR, DT_MAX, DT_MIN, MambaBlock, causal_conv1d, inverse_softplus
 
-KERNEL_FILE = Path(__file__).resolve().parents[1] / "triton_kernels" / "selective_scan.py"
+KERNEL_FILE = Path(__file__).resolve().parents[2] / "triton_kernels" / "selective_scan.py"
 needs_kernel = pytest.mark.skipif(not KERNEL_FILE.exists(),
                                   reason="triton_kernels/selective_scan.py does not exist yet")
 # float32 under the Triton interpreter (SPEC section 2)

@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("estm_ref.score", "anomaly score and decision for single WAV files"),
     "demo": ("estm_ref.demo", "synthetic data -> train -> test -> table, on a CPU in minutes"),
     "ablation": ("estm_ref.ablation", "the Table II grid: paths x features"),
-    "synth": ("estm_ref.synth", "write seeded synthetic machine sounds in the DCASE 2020 Task 2 layout"),
+    "synth": ("estm_ref.cli.synth", "write seeded synthetic machine sounds in the DCASE 2020 Task 2 layout"),
     "model-summary": ("estm_ref.summary", "shape after every stage and parameter counts of an ESTM model"),
     "bench": ("estm_ref.bench_cli", "benchmarks from the source tree: bench scan | bench train"),
 }

@@ -15,20 +15,20 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from estm_ref import checkpoint as ckpt_io
-from estm_ref.cli import main
+from estm_ref.cli.main import main
 from estm_ref.config import Config, with_overrides
 from estm_ref.demo import TINY_CONFIG
 
 pytest.importorskip("soundfile", reason="the pipeline reads and writes WAV files")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY_TRAIN = ["--d-model", "32", "--depth", "1", "--d-state", "8", "--scan-backend", "ref",
               "--batch-size", "8", "--lr", "1e-3", "--no-cache-audio", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    from estm_ref.synth import generate
+    from estm_ref.synth.generate import generate
 
     root = tmp_path_factory.mktemp("data")
     generate(root, seed=3, ids_per_type=2, train_per_id=4, test_per_id=4, types=["fan", "slider"],

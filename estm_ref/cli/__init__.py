@@ -1,0 +1,1 @@
+"""The `estm` command line: `main.py` holds the command table; one small module per command."""
