@@ -155,7 +155,7 @@ def check_kernel_parity(cfg: Config, device: torch.device) -> None:
 
     if device.type != "cuda" or resolve_backend(cfg.model.scan_backend, device) != "triton":
         return
-    from estm_ref.selfcheck import check_parity
+    from estm_ref.scan.parity import check_parity
 
     ok, report = check_parity(device)
     log.info("scan parity self-check on %s:\n%s", device, report)

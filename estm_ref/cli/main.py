@@ -12,7 +12,7 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "selfcheck": ("estm_ref.selfcheck", "check the Triton scan against the reference on a device"),
+    "selfcheck": ("estm_ref.cli.selfcheck", "check the Triton scan against the reference on a device"),
     "train": ("estm_ref.train", "train one ESTM model on all machines of DCASE 2020 Task 2 data"),
     "test": ("estm_ref.evaluate", "score the test clips of a run: Table I, DCASE files, figures"),
     "score": ("estm_ref.score", "anomaly score and decision for single WAV files"),

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from estm_ref.scan import selective_scan_ref
+from estm_ref.scan.ref import selective_scan_ref
 
 # (dtype, where the kernel runs) -> (rtol, atol); "interpreter" is TRITON_INTERPRET=1 on CPU.
 # Low-precision inputs are compared with the reference run on the same low-precision inputs.
@@ -210,3 +210,55 @@ def assert_parity(scan, case: ScanCase, device, seed: int = 0, reference=selecti
 
 __all__ = ["TOLERANCES", "ScanCase", "make_inputs", "upstream_grads", "run_scan", "compare",
            "check_case", "assert_parity", "tolerance"]
+
+
+# ----------------------------------------------------------------------------- device self-check
+
+_bf16 = torch.bfloat16
+CASES = {
+    "cpu": [
+        ScanCase(2, 8, 19, 16),
+        ScanCase(1, 6, 12, 4, groups=3),
+        ScanCase(2, 8, 16, 16, dtype=_bf16, has_initial_state=False),
+        ScanCase(1, 6, 12, 4, groups=2, dtype=_bf16),
+    ],
+    "cuda": [
+        ScanCase(2, 256, 1024, 16),
+        ScanCase(2, 192, 777, 16, groups=4),
+        ScanCase(2, 256, 1024, 16, dtype=_bf16, has_initial_state=False),
+        ScanCase(2, 192, 777, 16, groups=4, dtype=_bf16),
+    ],
+}
+
+
+def check_parity(device, scan=None) -> tuple[bool, str]:
+    """Kernel (or `scan`) vs reference on `device`; returns (all within tolerance, report table)."""
+    device = torch.device(device)
+    from triton_kernels.selective_scan import launch_options, selective_scan_fn
+
+    scan = scan or selective_scan_fn
+    cases = CASES["cuda" if device.type == "cuda" else "cpu"]
+    # poison: a buffer the kernel forgets to write shows up as NaN, not as stale memory
+    with launch_options(poison=True):
+        reports = [check_case(scan, case, device, seed=i) for i, case in enumerate(cases)]
+    ok = all(r.ok for r in reports)
+    return ok, _table(reports, device, ok)
+
+
+def _table(reports, device, ok) -> str:
+    lines = [f"selective scan parity on {device}: max |kernel - reference| per tensor "
+             "(! = outside tolerance)"]
+    for i, r in enumerate(reports, 1):
+        lines.append(f"  case {i}: {r.case}  rtol {r.rtol:g} atol {r.atol:g}")
+    names = list(dict.fromkeys(row.name for r in reports for row in r.rows))
+    lines.append(f"  {'tensor':<16}" + "".join(f"{'case ' + str(i):>12}" for i in range(1, len(reports) + 1)))
+    for name in names:
+        cells = []
+        for r in reports:
+            row = next((x for x in r.rows if x.name == name), None)
+            cells.append("-" if row is None else f"{row.max_abs_err:.2e}{'' if row.ok else '!'}")
+        lines.append(f"  {name:<16}" + "".join(f"{c:>12}" for c in cells))
+    for r in reports:
+        lines += [f"  {r.case} {row.name}: {row.note}" for row in r.rows if row.note]
+    lines.append("PASS" if ok else "FAIL")
+    return "\n".join(lines)

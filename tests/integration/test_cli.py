@@ -20,7 +20,7 @@ def test_a_command_does_not_import_the_others():
     code = ("import sys; from estm_ref.cli.main import build_parser; build_parser('selfcheck'); "
             "print(sorted(m for m in sys.modules if m.startswith('estm_ref.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "estm_ref.synth.generate" not in out and "estm_ref.data" not in out and "estm_ref.selfcheck" in out
+    assert "estm_ref.synth.generate" not in out and "estm_ref.data" not in out and "estm_ref.cli.selfcheck" in out
 
 
 def test_unknown_command_is_an_error():

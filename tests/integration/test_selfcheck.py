@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import HAS_CUDA, KERNEL_DEVICE
-from estm_ref import selfcheck
+from estm_ref.scan import parity
 from estm_ref.cli.main import main
 from estm_ref.scan import selective_scan_ref
 
@@ -35,7 +35,7 @@ def test_a_wrong_scan_fails_with_marked_rows():
     def without_D(**kw):
         return selective_scan_ref(**{**kw, "D": None})
 
-    ok, table = selfcheck.check_parity("cpu", scan=without_D)
+    ok, table = parity.check_parity("cpu", scan=without_D)
     assert not ok
     assert table.splitlines()[-1] == "FAIL"
     y_row = next(line for line in table.splitlines() if line.startswith("  y "))
@@ -43,7 +43,7 @@ def test_a_wrong_scan_fails_with_marked_rows():
 
 
 def test_run_returns_1_on_failure(monkeypatch, capsys):
-    monkeypatch.setattr(selfcheck, "check_parity", lambda device: (False, "table\nFAIL"))
+    monkeypatch.setattr(parity, "check_parity", lambda device: (False, "table\nFAIL"))
     assert main(["selfcheck", "--device", KERNEL_DEVICE]) == 1
     assert "FAIL" in capsys.readouterr().out
 
