@@ -1,0 +1,192 @@
+"""Embedding scorers against independent implementations (scikit-learn), on fixed embeddings."""
+
+import copy
+import logging
+
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans
+from sklearn.covariance import LedoitWolf
+from sklearn.neighbors import NearestNeighbors
+
+from estm_ref.pipeline.scorers import (EMBEDDING_SCORERS, SCORERS, fit_scorer, group_by_id,
+                                       kmeans, score_clips)
+
+DIM = 16
+IDS = [("fan", "00"), ("fan", "01"), ("valve", "02")]
+N_TRAIN = {("fan", "00"): 40, ("fan", "01"): 25, ("valve", "02"): 10}  # valve: fewer clips than DIM
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Training and test embeddings per ID: each ID a cloud around its own direction, with a
+    different spread per dimension, so that the covariance is not a multiple of I."""
+    rng = np.random.default_rng(7)
+    train, test = {}, {}
+    for key in IDS:
+        direction = rng.normal(size=DIM) * 3
+        spread = rng.uniform(0.2, 1.5, size=DIM)
+        train[key] = direction + rng.normal(size=(N_TRAIN[key], DIM)) * spread
+        test[key] = direction + rng.normal(size=(12, DIM)) * spread * rng.uniform(0.5, 3, (12, 1))
+    return train, test
+
+
+def test_scorer_names_are_the_papers_and_the_embedding_ones():
+    assert SCORERS[0] == "nll" and set(EMBEDDING_SCORERS) == {"knn", "centres", "mahalanobis"}
+
+
+@pytest.mark.parametrize("k", [1, 3, 7])
+def test_knn_is_mean_cosine_distance_to_k_nearest_training_embeddings(data, k):
+    train, test = data
+    fitted = fit_scorer("knn", train, k=k)
+    for key in IDS:
+        nn = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute").fit(train[key])
+        dist, _ = nn.kneighbors(test[key])
+        np.testing.assert_allclose(fitted.score(key, test[key]), dist.mean(axis=1),
+                                   rtol=1e-9, atol=1e-12)
+        # training scores leave each clip out of its own neighbours
+        dist, _ = nn.kneighbors()
+        np.testing.assert_allclose(fitted.training_scores(key), dist.mean(axis=1),
+                                   rtol=1e-9, atol=1e-12)
+
+
+def test_knn_with_fewer_training_clips_than_k_uses_all_and_says_so(data, caplog):
+    train, test = data
+    key = ("valve", "02")
+    with caplog.at_level(logging.WARNING):
+        fitted = fit_scorer("knn", {key: train[key]}, k=50)
+    assert "valve/id_02 (10)" in caplog.text
+    nn = NearestNeighbors(n_neighbors=10, metric="cosine", algorithm="brute").fit(train[key])
+    np.testing.assert_allclose(fitted.score(key, test[key]), nn.kneighbors(test[key])[0].mean(1),
+                               rtol=1e-9, atol=1e-12)
+
+
+def test_mahalanobis_matches_sklearn_ledoit_wolf_on_normalised_embeddings(data):
+    train, test = data
+    fitted = fit_scorer("mahalanobis", train)
+    for key in IDS:
+        lw = LedoitWolf().fit(_unit(train[key]))
+        stats = fitted.stats[key]
+        assert float(stats["shrinkage"]) == pytest.approx(lw.shrinkage_, rel=1e-9)
+        assert 0 < lw.shrinkage_ < 1  # the data exercise the shrinkage, not an edge of it
+        np.testing.assert_allclose(stats["mean"], lw.location_, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(stats["precision"], lw.precision_, rtol=1e-7, atol=1e-7)
+        np.testing.assert_allclose(fitted.score(key, test[key]), lw.mahalanobis(_unit(test[key])),
+                                   rtol=1e-7)
+        # scale does not matter: embeddings are L2-normalised first
+        np.testing.assert_allclose(fitted.score(key, 5 * test[key]), fitted.score(key, test[key]),
+                                   rtol=1e-12)
+
+
+def _well_separated(rng, n_clusters, per_cluster):
+    centres = _unit(rng.normal(size=(n_clusters, DIM)))
+    return np.concatenate([c + 0.02 * rng.normal(size=(per_cluster, DIM)) for c in centres])
+
+
+@pytest.mark.parametrize("n_centres", [1, 3])
+def test_centres_match_sklearn_kmeans_and_score_least_cosine_distance(n_centres):
+    rng = np.random.default_rng(3)
+    train = {("pump", f"0{i}"): _well_separated(rng, n_centres, 15) for i in range(2)}
+    test = {key: x[::3] + 0.3 * rng.normal(size=x[::3].shape) for key, x in train.items()}
+    fitted = fit_scorer("centres", train, n_centres=n_centres, seed=0)
+    for key, x in train.items():
+        ref = KMeans(n_clusters=n_centres, n_init=10, random_state=0).fit(_unit(x)).cluster_centers_
+        mine = fitted.stats[key]["centres"]
+        order = lambda c: c[np.lexsort(c.T[::-1])]  # noqa: E731 - the same rows in one order
+        np.testing.assert_allclose(order(mine), order(ref), rtol=1e-6, atol=1e-9)
+        expected = np.array([[1 - np.dot(_unit(t[None])[0], _unit(c[None])[0]) for c in ref]
+                             for t in test[key]]).min(axis=1)
+        np.testing.assert_allclose(fitted.score(key, test[key]), expected, rtol=1e-7, atol=1e-12)
+
+
+def test_kmeans_ends_at_a_fixed_point_of_lloyd_and_is_seeded(data):
+    x = _unit(data[0][("fan", "00")])
+    centres = kmeans(x, 4, seed=1)
+    assign = ((x[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
+    assert sorted(set(assign)) == [0, 1, 2, 3]  # no empty cluster
+    for c in range(4):
+        np.testing.assert_allclose(centres[c], x[assign == c].mean(0), atol=1e-10)
+    np.testing.assert_array_equal(kmeans(x, 4, seed=1), centres)
+    inertia = lambda c: ((x[:, None, :] - c[None]) ** 2).sum(-1).min(1).sum()  # noqa: E731
+    sk = KMeans(n_clusters=4, n_init=10, random_state=0).fit(x)
+    assert inertia(centres) <= sk.inertia_ * (1 + 0.05)  # a local optimum as good as sklearn's
+
+
+@pytest.mark.parametrize("name", EMBEDDING_SCORERS)
+def test_scoring_test_clips_changes_no_fitted_statistic(data, name):
+    train, test = data
+    fitted = fit_scorer(name, train)
+    before = copy.deepcopy(fitted.stats)
+    keys = [key for key in IDS for _ in range(len(test[key]))]
+    everything = np.concatenate([test[key] for key in IDS])
+    together = score_clips(fitted, keys, everything)
+    for key in IDS:  # a clip's score does not depend on the other clips scored with it
+        alone = np.array([fitted.score(key, t[None])[0] for t in test[key]])
+        # (up to rounding: BLAS sums a batch of rows in a different order than a single row)
+        np.testing.assert_allclose(together[[i for i, k in enumerate(keys) if k == key]], alone,
+                                   rtol=1e-12, atol=1e-15)
+    assert set(fitted.stats) == set(before)
+    for key in before:
+        for stat, value in before[key].items():
+            np.testing.assert_array_equal(fitted.stats[key][stat], value)
+    # refitting on the training clips alone gives the same statistics
+    again = fit_scorer(name, train)
+    for key in before:
+        for stat, value in before[key].items():
+            np.testing.assert_array_equal(again.stats[key][stat], value)
+
+
+@pytest.mark.parametrize("name", EMBEDDING_SCORERS)
+def test_a_clip_far_from_its_id_scores_higher_than_one_near_it(data, name):
+    train, _ = data
+    fitted = fit_scorer(name, train)
+    key, other = ("fan", "00"), ("valve", "02")
+    near = train[key].mean(0, keepdims=True)
+    far = train[other].mean(0, keepdims=True)
+    assert fitted.score(key, far)[0] > fitted.score(key, near)[0]
+
+
+def test_nll_passes_the_scoring_pass_values_through_in_clip_order(data):
+    _, test = data
+    keys = [("fan", "00"), ("valve", "02"), ("fan", "00")]
+    embeddings = np.stack([test[k][0] for k in keys])
+    nll = np.array([0.5, 2.0, 7.0])
+    np.testing.assert_array_equal(score_clips(fit_scorer("nll"), keys, embeddings, nll), nll)
+    with pytest.raises(ValueError, match="needs the clips' -log p"):
+        fit_scorer("nll").score(keys[0], embeddings[:1])
+
+
+def test_group_by_id_and_score_clips_keep_clip_order(data):
+    train, test = data
+    keys = [("valve", "02"), ("fan", "00"), ("valve", "02")]
+    x = np.stack([test[("valve", "02")][0], test[("fan", "00")][0], test[("valve", "02")][1]])
+    grouped = group_by_id(keys, x)
+    assert list(grouped) == [("fan", "00"), ("valve", "02")]
+    np.testing.assert_array_equal(grouped[("valve", "02")], x[[0, 2]])
+    fitted = fit_scorer("knn", train, k=2)
+    np.testing.assert_allclose(score_clips(fitted, keys, x),
+                               [fitted.score(k, e[None])[0] for k, e in zip(keys, x)],
+                               rtol=1e-12, atol=1e-15)
+
+
+def test_errors_name_the_problem(data):
+    train, test = data
+    with pytest.raises(ValueError, match="unknown scorer 'gmm'.*nll, knn, centres, mahalanobis"):
+        fit_scorer("gmm", train)
+    fitted = fit_scorer("knn", {("fan", "00"): train[("fan", "00")]})
+    with pytest.raises(ValueError, match="no training embeddings of pump/id_03 .*fan/id_00"):
+        fitted.score(("pump", "03"), test[("fan", "00")])
+    with pytest.raises(ValueError, match="fitted on 16"):
+        fitted.score(("fan", "00"), test[("fan", "00")][:, :8])
+    with pytest.raises(ValueError, match="needs training embeddings"):
+        fit_scorer("centres", {})
+    with pytest.raises(ValueError, match="at least 2 training embeddings"):
+        fit_scorer("mahalanobis", {("fan", "00"): train[("fan", "00")][:1]})
+    with pytest.raises(ValueError, match="NaN or inf"):
+        fit_scorer("knn", {("fan", "00"): np.full((3, DIM), np.nan)})
+    with pytest.raises(ValueError, match="k and n_centres must be at least 1"):
+        fit_scorer("knn", train, k=0)
