@@ -1,98 +1,137 @@
-"""How hard is a data set? Two quick detectors on clip-level log-mel statistics, as a scale
-for ESTM's Table I on the same data. Usage:
-    python bench/baselines.py --data-root DIR [--data-root DIR2 ...]
+"""All baselines on any data root in the DCASE 2020 Task 2 layout (real or synthetic):
+the official autoencoder baseline, per-ID Mahalanobis and a linear ID classifier on clip
+log-mel statistics, and a loudness-only detector. Usage:
 
-Features: per mel band, the mean and the std over frames of the log-mel (SPEC front end),
-standardised with the training clips' statistics (2 x 128 values per clip).
-- "id-classifier": multinomial logistic regression over all (type, ID) classes of the
-  training clips, scored like ESTM: -log p of the clip's own class. The same
-  self-supervised surrogate with a linear model on time-averaged features.
-- "mahalanobis": per (type, ID), the squared Mahalanobis distance to the training clips
-  (covariance shrunk towards the identity); needs no other ID.
-Neither is part of ESTM; they say how much of the anomaly the clip statistics carry.
+    python bench/baselines.py --data-root DIR [--data-root DIR2 ...] [--ae-epochs 100]
+
+Prints per machine type AUC / pAUC (%) of each baseline beside the published figures of
+the autoencoder on the real development set, and writes
+bench/results/<name>-<device>.{csv,md} (`--name`, default "baselines"). The baselines
+themselves are in `estm_ref.baselines`.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import math
 import sys
+import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from estm_ref.config import FeatureConfig  # noqa: E402
-from estm_ref.data import build_class_list, load_clip, scan_roots  # noqa: E402
-from estm_ref.features import log_mel  # noqa: E402
-from estm_ref.metrics import evaluate_ids, format_table, summarise_types  # noqa: E402
+from bench.common import (DEFAULT_OUT, Stamp, markdown_table, setup_logging,  # noqa: E402
+                          write_csv, write_markdown)
+from estm_ref.baselines.autoencoder import AutoencoderConfig, divergences  # noqa: E402
+from estm_ref.baselines.statistics import (id_classifier_scores,  # noqa: E402,F401
+                                           mahalanobis_scores)  # (the bench smoke test uses them)
+from estm_ref.baselines.run import (BASELINES, PUBLISHED_AE, PUBLISHED_AE_AVERAGE,  # noqa: E402
+                                    BaselineRun, run_baselines)
+from estm_ref.data import scan_roots  # noqa: E402
+from estm_ref.pipeline.metrics import evaluate_ids, summarise_types  # noqa: E402
 
-SHRINK = 0.1  # added to the diagonal of each ID's covariance of standardised features
+log = logging.getLogger("bench")
 
-
-def clip_statistics(paths: list[Path], cfg: FeatureConfig, batch: int = 32,
-                    desc: str = "log-mel statistics") -> np.ndarray:
-    """(n_clips, 2 * n_mels): mean and std over frames of each mel band's log-mel."""
-    from tqdm.auto import tqdm
-
-    out = []
-    for k in tqdm(range(0, len(paths), batch), desc=desc, unit="batch", leave=False):
-        wave = torch.stack([torch.from_numpy(load_clip(p, cfg)) for p in paths[k:k + batch]])
-        mel = log_mel(wave, cfg)
-        out.append(torch.cat([mel.mean(-1), mel.std(-1)], dim=1).numpy())
-    return np.concatenate(out).astype(np.float64)
+COLUMNS = ["machine_type", "published_ae_auc", "published_ae_pauc", "ae_auc", "ae_pauc",
+           "mahalanobis_auc", "mahalanobis_pauc", "id_classifier_auc", "id_classifier_pauc",
+           "rms_auc", "rms_pauc"]
+_PREFIX = {"autoencoder": "ae", "mahalanobis": "mahalanobis", "id-classifier": "id_classifier",
+           "rms": "rms"}
 
 
-def id_classifier_scores(train_x, train_y, test_x, test_y, c: float = 1.0) -> np.ndarray:
-    """-log p(own class) of each test clip under a logistic regression fitted on training clips."""
-    from sklearn.linear_model import LogisticRegression
+def summary_rows(run: BaselineRun) -> list[dict]:
+    """One row per machine type and an 'Average' row: AUC / pAUC (%) of every baseline
+    run, beside the published autoencoder figures (blank for types DCASE does not have)."""
+    rows: dict[str, dict] = {}
+    averages: dict[str, dict] = {"Average": {"machine_type": "Average"}}
+    for name, scores in run.scores.items():
+        types, average = summarise_types(evaluate_ids(scores))
+        prefix = _PREFIX[name]
+        for t in types:
+            row = rows.setdefault(t.machine_type, {"machine_type": t.machine_type})
+            row[f"{prefix}_auc"], row[f"{prefix}_pauc"] = 100 * t.auc, 100 * t.pauc
+        averages["Average"][f"{prefix}_auc"] = 100 * average.auc
+        averages["Average"][f"{prefix}_pauc"] = 100 * average.pauc
+    for machine_type, row in rows.items():
+        if machine_type in PUBLISHED_AE:
+            row["published_ae_auc"], row["published_ae_pauc"] = PUBLISHED_AE[machine_type]
+    if set(rows) == set(PUBLISHED_AE):  # the published average is over all six types
+        averages["Average"]["published_ae_auc"], averages["Average"]["published_ae_pauc"] = \
+            PUBLISHED_AE_AVERAGE
+    return [rows[t] for t in sorted(rows, key=str.lower)] + [averages["Average"]]
 
-    clf = LogisticRegression(C=c, max_iter=5000).fit(train_x, train_y)
-    log_p = clf.predict_log_proba(test_x)
-    column = {cls: i for i, cls in enumerate(clf.classes_)}
-    return -log_p[np.arange(len(test_y)), [column[y] for y in test_y]]
+
+def _pair(row: dict, prefix: str) -> str:
+    auc, pauc = row.get(f"{prefix}_auc"), row.get(f"{prefix}_pauc")
+    if auc is None or math.isnan(auc):
+        return "-"
+    return f"{auc:.2f} / {pauc:.2f}"
 
 
-def mahalanobis_scores(train_x, train_y, test_x, test_y) -> np.ndarray:
-    """Squared Mahalanobis distance of each test clip to its own ID's training clips."""
-    scores = np.empty(len(test_y))
-    for cls in np.unique(test_y):
-        ref = train_x[train_y == cls]
-        cov = np.cov(ref, rowvar=False) + SHRINK * np.eye(ref.shape[1])
-        d = test_x[test_y == cls] - ref.mean(0)
-        scores[test_y == cls] = np.einsum("ij,jk,ik->i", d, np.linalg.inv(cov), d)
-    return scores
+def table(rows: list[dict], extra: dict[str, str] | None = None) -> str:
+    """Markdown: published AE | AE | Mahalanobis | ID classifier | RMS, AUC / pAUC (%)."""
+    extra = extra or {}
+    headers = ["machine type", "AE published (real)", "AE (this data)", "Mahalanobis",
+               "ID classifier", "RMS only", *extra]
+    body = [[r["machine_type"], _pair(r, "published_ae"), _pair(r, "ae"),
+             _pair(r, "mahalanobis"), _pair(r, "id_classifier"), _pair(r, "rms"),
+             *(r.get(k, "") for k in extra.values())] for r in rows]
+    return markdown_table(headers, body)
 
 
-def main() -> int:
+def add_baseline_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--baselines", nargs="+", choices=BASELINES, default=list(BASELINES))
+    parser.add_argument("--ae-epochs", type=int, default=AutoencoderConfig().epochs,
+                        help="autoencoder epochs (official: %(default)s)")
+    parser.add_argument("--ae-seed", type=int, default=0, help="autoencoder initialisation seed")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for CSV + Markdown")
+    parser.add_argument("--quiet", action="store_true", help="only warnings, errors and tables")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def autoencoder_config(args: argparse.Namespace) -> AutoencoderConfig:
+    cfg = AutoencoderConfig(epochs=args.ae_epochs, seed=args.ae_seed)
+    for line in divergences(cfg):
+        print(f"autoencoder differs from the official recipe: {line}")
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", action="append", required=True, type=Path)
-    parser.add_argument("--per-id", action="store_true", help="add a row per machine ID")
-    args = parser.parse_args()
-
-    cfg = FeatureConfig()
+    parser.add_argument("--name", default="baselines", help="result file name (default %(default)s)")
+    add_baseline_arguments(parser)
+    args = parser.parse_args(argv)
+    setup_logging(args.quiet)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ae_cfg = autoencoder_config(args)
     index = scan_roots(args.data_root)
-    train, test = index.select(split="train"), index.select(split="test")
-    classes = {c: i for i, c in enumerate(build_class_list(train))}
-    test = [c for c in test if (c.machine_type, c.machine_id) in classes and c.label is not None]
-    if not train or not test:
-        print("need training clips and labelled test clips of the same IDs", file=sys.stderr)
+    train = index.select(split="train")
+    test = [c for c in index.select(split="test") if c.label is not None]
+    start = time.perf_counter()
+    try:
+        run = run_baselines(train, test, ae_cfg, args.baselines, progress=not args.no_progress)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    train_x = clip_statistics([c.path for c in train], cfg, desc="training clips")
-    test_x = clip_statistics([c.path for c in test], cfg, desc="test clips")
-    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
-    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
-    train_y = np.array([classes[(c.machine_type, c.machine_id)] for c in train])
-    test_y = np.array([classes[(c.machine_type, c.machine_id)] for c in test])
-
-    for name, scorer in (("id-classifier", id_classifier_scores),
-                         ("mahalanobis", mahalanobis_scores)):
-        scores = scorer(train_x, train_y, test_x, test_y)
-        ids = evaluate_ids((c.machine_type, c.machine_id, c.label, s) for c, s in zip(test, scores))
-        types, average = summarise_types(ids)
-        print(f"\n{name} ({len(train)} training clips, {len(test)} test clips):\n")
-        print(format_table(types, average, ids if args.per_id else None))
+    seconds = time.perf_counter() - start
+    rows = summary_rows(run)
+    notes = [f"data roots: {' '.join(map(str, args.data_root))}",
+             f"{run.n_train} training clips, {run.n_test} test clips, {len(run.skipped)} skipped",
+             f"autoencoder: {ae_cfg}", f"run time: {seconds:.0f} s"]
+    print(f"\n{table(rows)}\n\n" + "\n".join(notes))
+    stamp = Stamp.collect(torch.device("cpu")).with_extra(data_roots=notes[0].split(": ", 1)[1])
+    csv_path = write_csv(args.out / f"{args.name}-{stamp.device_kind}.csv", COLUMNS, rows, stamp,
+                         notes)
+    md_path = write_markdown(args.out / f"{args.name}-{stamp.device_kind}.md",
+                             "Baselines, AUC / pAUC (%)", stamp,
+                             table(rows) + "\n\n" + "\n".join(f"- {n}" for n in notes))
+    print(f"wrote {csv_path} and {md_path}")
     return 0
 
 

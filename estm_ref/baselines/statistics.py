@@ -1,0 +1,78 @@
+"""Detectors on clip-level statistics, as a scale for how much of an anomaly the clip
+statistics carry (none is part of ESTM).
+
+Features: per mel band, the mean and the std over frames of the clip's log-mel
+(2 x n_mels values), standardised with the training clips' statistics.
+- `mahalanobis_scores`: per (type, ID), the squared Mahalanobis distance to that ID's
+  training clips (covariance shrunk towards the identity); needs no other ID. Close to
+  the frame-statistics detectors of the DCASE 2020 technical reports.
+- `id_classifier_scores`: multinomial logistic regression over all (type, ID) classes,
+  scored like ESTM: -log p of the clip's own class (a linear ID-classification surrogate).
+- `rms_scores`: per ID, how far the clip's loudness (dB RMS) lies from that ID's training
+  clips, in training standard deviations. Loudness alone should say nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SHRINK = 0.1  # added to the diagonal of each ID's covariance of standardised features
+
+
+def clip_statistics(log_mels: np.ndarray) -> np.ndarray:
+    """log_mels: (n_clips, n_mels, n_frames) -> (n_clips, 2 * n_mels): mean and std over frames."""
+    x = np.asarray(log_mels, dtype=np.float64)
+    return np.concatenate([x.mean(-1), x.std(-1, ddof=1)], axis=1)
+
+
+def standardise(train_x: np.ndarray, test_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    return (train_x - mean) / std, (test_x - mean) / std
+
+
+def _check_known(train_y: np.ndarray, test_y: np.ndarray) -> None:
+    unknown = sorted(set(np.unique(test_y)) - set(np.unique(train_y)))
+    if unknown:
+        raise ValueError(f"test classes without training clips: {unknown}")
+
+
+def mahalanobis_scores(train_x, train_y, test_x, test_y) -> np.ndarray:
+    """Squared Mahalanobis distance of each test clip to its own ID's training clips."""
+    train_y, test_y = np.asarray(train_y), np.asarray(test_y)
+    _check_known(train_y, test_y)
+    scores = np.empty(len(test_y))
+    for cls in np.unique(test_y):
+        ref = train_x[train_y == cls]
+        if len(ref) < 2:
+            raise ValueError(f"class {cls} has {len(ref)} training clip(s); need 2 for a covariance")
+        cov = np.cov(ref, rowvar=False) + SHRINK * np.eye(ref.shape[1])
+        d = test_x[test_y == cls] - ref.mean(0)
+        scores[test_y == cls] = np.einsum("ij,ij->i", d @ np.linalg.inv(cov), d)
+    return scores
+
+
+def id_classifier_scores(train_x, train_y, test_x, test_y, c: float = 1.0) -> np.ndarray:
+    """-log p(own class) of each test clip under a logistic regression fitted on training
+    clips. With a single class the score is 0 for every clip."""
+    from sklearn.linear_model import LogisticRegression
+
+    train_y, test_y = np.asarray(train_y), np.asarray(test_y)
+    _check_known(train_y, test_y)
+    if len(np.unique(train_y)) < 2:
+        return np.zeros(len(test_y))
+    clf = LogisticRegression(C=c, max_iter=5000).fit(train_x, train_y)
+    log_p = clf.predict_log_proba(test_x)
+    column = {cls: i for i, cls in enumerate(clf.classes_)}
+    return -log_p[np.arange(len(test_y)), [column[y] for y in test_y]]
+
+
+def rms_scores(train_db, train_y, test_db, test_y) -> np.ndarray:
+    """|dB RMS - the ID's training mean| / the ID's training std, per test clip."""
+    train_db, test_db = np.asarray(train_db, np.float64), np.asarray(test_db, np.float64)
+    train_y, test_y = np.asarray(train_y), np.asarray(test_y)
+    _check_known(train_y, test_y)
+    scores = np.empty(len(test_y))
+    for cls in np.unique(test_y):
+        ref = train_db[train_y == cls]
+        scores[test_y == cls] = np.abs(test_db[test_y == cls] - ref.mean()) / (ref.std() + 1e-9)
+    return scores
