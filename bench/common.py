@@ -60,7 +60,7 @@ def setup_logging(quiet: bool) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    from estm_ref.train import resolve_device as resolve
+    from estm_ref.runtime import resolve_device as resolve
 
     return resolve(name)
 

@@ -5,7 +5,7 @@ for the paper's protocol.
 
 Training step: features (log-mel, TSG, Tgram) + both Mamba paths + ArcFace +
 cross-entropy + backward + AdamW, on random waveforms of the clip length, as one step of
-`estm_ref.train` does it (bf16 autocast on CUDA under amp="auto"). Rows: the default model
+`estm_ref.pipeline.train` does it (bf16 autocast on CUDA under amp="auto"). Rows: the default model
 config and the demo's small one (d_model 64, depth 2), each with the reference scan and
 the Triton scan (CUDA only; on CPU the kernel runs only through the interpreter, far too
 slow for a training step, so that row is skipped with the reason). Batch 128 (the
@@ -52,7 +52,7 @@ COLUMNS = ["part", "config", "backend", "batch", "amp", "status", "ms_per_batch"
 def model_configs() -> dict[str, dict]:
     """name -> config overrides: the defaults, and the demo's small model (its scan backend
     is set per row here)."""
-    from estm_ref.demo import DEMO_CONFIG
+    from estm_ref.pipeline.demo import DEMO_CONFIG
 
     demo = {k: v for k, v in DEMO_CONFIG["model"].items() if k != "scan_backend"}
     return {"default": {}, "demo": {"model": demo}}
@@ -67,8 +67,9 @@ def paper_protocol_hours(clips_s: float | None, epochs: int) -> float | None:
 
 def train_step_row(name: str, overrides: dict, backend: str, batch: int, device: torch.device,
                    budget_s: float, seed: int = 0) -> dict:
-    """Time one training step (mirrors the loop body of `estm_ref.train._train_epoch`)."""
-    from estm_ref.train import autocast_for, build_model
+    """Time one training step (mirrors the loop body of `estm_ref.pipeline.train._train_epoch`)."""
+    from estm_ref.model import build_model
+    from estm_ref.runtime import autocast_for
 
     cfg = with_overrides(Config(), overrides)
     cfg = with_overrides(cfg, {"model": {"scan_backend": backend}, "train": {"batch_size": batch}})
@@ -81,7 +82,7 @@ def train_step_row(name: str, overrides: dict, backend: str, batch: int, device:
         log.info("skip train step %s/%s: %s", name, backend, reason)
         return {**row, "status": "skipped", "note": reason}
     torch.manual_seed(seed)
-    model = build_model(cfg, N_CLASSES, device)
+    model = build_model(cfg.features, cfg.model, N_CLASSES, device)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
                                   weight_decay=cfg.train.weight_decay)
@@ -89,7 +90,7 @@ def train_step_row(name: str, overrides: dict, backend: str, batch: int, device:
     labels = torch.randint(0, N_CLASSES, (batch,), device=device)
 
     def step():
-        with autocast_for(cfg, device):
+        with autocast_for(cfg.train.amp, device):
             out = model(wave, labels)
         loss = F.cross_entropy(out.logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)

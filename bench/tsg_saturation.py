@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from estm_ref.config import FeatureConfig  # noqa: E402
 from estm_ref.data import load_clip, scan_roots  # noqa: E402
-from estm_ref.features import log_mel, tsg_gate, tsg_saturation, tsg_statistic  # noqa: E402
+from estm_ref.model.features import log_mel, tsg_gate, tsg_saturation, tsg_statistic  # noqa: E402
 
 
 def saturation_by_type(roots: list[Path], split: str, max_clips: int) -> list[tuple]:

@@ -13,6 +13,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from estm_ref.errors import InputError
+
+# Every list of choices, written once; the config checks against them and the command line
+# offers them.
+TSG_NORMS = ("none", "std")
+# feature set -> its channels, stacked in this order (ESTgram and the ablation's STgram)
+FEATURE_CHANNELS = {"estgram": ("Mel", "EMel", "Tgram"), "stgram": ("Mel", "Tgram")}
+FEATURE_NAMES = {"stgram": "STgram", "estgram": "ESTgram"}  # Table II's column order
+FEATURE_SETS = tuple(FEATURE_CHANNELS)
+CLS_POSITIONS = ("tail", "head", "middle")
+PATH_NAMES = {"spectral": "SMamba", "temporal": "TMamba", "both": "STMamba"}  # Table II's row order
+PATHS = ("both", "spectral", "temporal")
+SCAN_BACKENDS = ("auto", "ref", "triton")
+SCHEDULES = ("constant", "cosine")
+AMP_MODES = ("auto", "bf16", "off")
 
 @dataclass
 class FeatureConfig:
@@ -32,8 +47,8 @@ class FeatureConfig:
     features: str = "estgram"  # "estgram" (Mel, EMel, Tgram) | "stgram" (Mel, Tgram)
 
     def __post_init__(self) -> None:
-        _check_choice("tsg_norm", self.tsg_norm, ("none", "std"))
-        _check_choice("features", self.features, ("estgram", "stgram"))
+        _check_choice("tsg_norm", self.tsg_norm, TSG_NORMS)
+        _check_choice("features", self.features, FEATURE_SETS)
 
     @property
     def n_frames(self) -> int:
@@ -42,7 +57,7 @@ class FeatureConfig:
 
     @property
     def n_channels(self) -> int:
-        return 3 if self.features == "estgram" else 2
+        return len(FEATURE_CHANNELS[self.features])
 
 
 @dataclass
@@ -64,9 +79,9 @@ class ModelConfig:
     arcface_scale: float = 30.0  # s (STgram-MFN)
 
     def __post_init__(self) -> None:
-        _check_choice("cls_position", self.cls_position, ("tail", "head", "middle"))
-        _check_choice("paths", self.paths, ("both", "spectral", "temporal"))
-        _check_choice("scan_backend", self.scan_backend, ("auto", "ref", "triton"))
+        _check_choice("cls_position", self.cls_position, CLS_POSITIONS)
+        _check_choice("paths", self.paths, PATHS)
+        _check_choice("scan_backend", self.scan_backend, SCAN_BACKENDS)
 
     @property
     def d_inner(self) -> int:
@@ -95,8 +110,8 @@ class TrainConfig:
     cache_audio: bool = True  # decoded int16 cache next to the run
 
     def __post_init__(self) -> None:
-        _check_choice("schedule", self.schedule, ("constant", "cosine"))
-        _check_choice("amp", self.amp, ("auto", "bf16", "off"))
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("amp", self.amp, AMP_MODES)
 
 
 @dataclass
@@ -112,7 +127,7 @@ class Config:
     def from_dict(cls, data: dict[str, Any]) -> "Config":
         unknown = set(data) - {"features", "model", "train"}
         if unknown:
-            raise ValueError(f"unknown config section(s): {sorted(unknown)}")
+            raise InputError(f"unknown config section(s): {sorted(unknown)}")
         return cls(
             features=_build(FeatureConfig, data.get("features", {}), "features"),
             model=_build(ModelConfig, data.get("model", {}), "model"),
@@ -124,14 +139,17 @@ def _build(kind: type, values: dict[str, Any], section: str) -> Any:
     names = {f.name for f in dataclasses.fields(kind)}
     unknown = set(values) - names
     if unknown:
-        raise ValueError(f"unknown key(s) in [{section}]: {sorted(unknown)}")
+        raise InputError(f"unknown key(s) in [{section}]: {sorted(unknown)}")
     return kind(**values)
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+        raise InputError(f"{name} must be one of {choices}, got {value!r}")
 
+
+CHOICES = {"tsg_norm": TSG_NORMS, "features": FEATURE_SETS, "cls_position": CLS_POSITIONS,
+           "paths": PATHS, "scan_backend": SCAN_BACKENDS, "schedule": SCHEDULES, "amp": AMP_MODES}
 
 SECTIONS = {"features": FeatureConfig, "model": ModelConfig, "train": TrainConfig}
 
@@ -157,6 +175,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             if isinstance(default, bool):
                 group.add_argument(flag, dest=f"cfg_{f.name}", default=None,
                                    action=argparse.BooleanOptionalAction, help=f"(default {default})")
+            elif f.name in CHOICES:
+                group.add_argument(flag, dest=f"cfg_{f.name}", default=None, choices=CHOICES[f.name],
+                                   help=f"(default {default})")
             else:
                 group.add_argument(flag, dest=f"cfg_{f.name}", default=None, type=type(default),
                                    metavar=type(default).__name__.upper(), help=f"(default {default})")

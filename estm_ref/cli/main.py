@@ -1,6 +1,10 @@
 """The `estm` command line. Each subcommand lives in its own module, imported on use.
 
-A command module provides `add_arguments(parser)` and `run(args) -> int` (exit code).
+A command module provides `add_arguments(parser)` and `run(args) -> int` (exit code) and
+does nothing but parse and make one call into the layers below. The flags several
+commands share (--device, --no-progress, --quiet) are defined here once, and so is the
+mapping of the project's errors to exit codes: `InputError` (bad input) -> a one-line
+message and 2, `TrainingError` (a run that cannot go on) -> the message and 1.
 """
 
 from __future__ import annotations
@@ -10,18 +14,40 @@ import importlib
 import logging
 import sys
 
-# name -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "selfcheck": ("estm_ref.cli.selfcheck", "check the Triton scan against the reference on a device"),
-    "train": ("estm_ref.train", "train one ESTM model on all machines of DCASE 2020 Task 2 data"),
-    "test": ("estm_ref.evaluate", "score the test clips of a run: Table I, DCASE files, figures"),
-    "score": ("estm_ref.score", "anomaly score and decision for single WAV files"),
-    "demo": ("estm_ref.demo", "synthetic data -> train -> test -> table, on a CPU in minutes"),
-    "ablation": ("estm_ref.ablation", "the Table II grid: paths x features"),
-    "synth": ("estm_ref.cli.synth", "write seeded synthetic machine sounds in the DCASE 2020 Task 2 layout"),
-    "model-summary": ("estm_ref.summary", "shape after every stage and parameter counts of an ESTM model"),
-    "bench": ("estm_ref.bench_cli", "benchmarks from the source tree: bench scan | bench train"),
+from estm_ref.errors import InputError, TrainingError
+
+log = logging.getLogger("estm")
+
+# name -> (module, one-line help, shared flags it takes)
+COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "selfcheck": ("estm_ref.cli.selfcheck",
+                  "check the Triton scan against the reference on a device", ()),
+    "train": ("estm_ref.cli.train",
+              "train one ESTM model on all machines of DCASE 2020 Task 2 data",
+              ("device", "progress")),
+    "test": ("estm_ref.cli.test", "score the test clips of a run: Table I, DCASE files, figures",
+             ("device", "progress")),
+    "score": ("estm_ref.cli.score", "anomaly score and decision for single WAV files",
+              ("device",)),
+    "demo": ("estm_ref.cli.demo", "synthetic data -> train -> test -> table, on a CPU in minutes",
+             ("device", "progress")),
+    "ablation": ("estm_ref.cli.ablation", "the Table II grid: paths x features",
+                 ("device", "progress")),
+    "synth": ("estm_ref.cli.synth",
+              "write seeded synthetic machine sounds in the DCASE 2020 Task 2 layout", ()),
+    "model-summary": ("estm_ref.cli.model_summary",
+                      "shape after every stage and parameter counts of an ESTM model", ()),
 }
+
+
+def _add_shared(parser: argparse.ArgumentParser, flags: tuple[str, ...]) -> None:
+    # SUPPRESS: a subcommand's --quiet must not reset one given before the command
+    parser.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="only warnings and errors")
+    if "device" in flags:
+        parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    if "progress" in flags:
+        parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -31,9 +57,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="estm", description=__doc__.splitlines()[0])
     parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (module_name, help_text) in COMMANDS.items():
+    for name, (module_name, help_text, shared) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if command is None or name == command:
+            _add_shared(p, shared)
             module = importlib.import_module(module_name)
             module.add_arguments(p)
             p.set_defaults(_run=module.run)
@@ -54,10 +81,12 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
-        # bad input (a file, a flag, a run folder): a message, not a traceback
-        logging.getLogger("estm").error("%s", err)
+    except InputError as err:
+        log.error("%s", err)
         return 2
+    except TrainingError as err:
+        log.error("%s", err)
+        return 1
 
 
 if __name__ == "__main__":

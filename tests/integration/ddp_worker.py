@@ -7,8 +7,9 @@ from pathlib import Path
 import torch
 
 from estm_ref.config import Config, with_overrides
-from estm_ref.demo import TINY_CONFIG
-from estm_ref.train import build_model, train
+from estm_ref.model import build_model
+from estm_ref.pipeline.demo import TINY_CONFIG
+from estm_ref.pipeline.train import train
 
 
 def main(data_root: str, out: str) -> None:
@@ -21,7 +22,7 @@ def main(data_root: str, out: str) -> None:
     if rank == 0:
         torch.manual_seed(cfg.train.seed)
         n_classes = summary["classes"]
-        torch.save(build_model(cfg, n_classes, torch.device("cpu")).state_dict(), out_dir / "init.pt")
+        torch.save(build_model(cfg.features, cfg.model, n_classes, torch.device("cpu")).state_dict(), out_dir / "init.pt")
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 

@@ -5,7 +5,6 @@ Smoke tests only: no assertion here depends on how fast anything ran (STYLE.md,
 from the source tree.
 """
 
-import argparse
 import csv
 import importlib.util
 import sys
@@ -20,8 +19,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import common, scan, train_step  # noqa: E402
-from estm_ref import bench_cli  # noqa: E402
-from estm_ref.demo import TINY_CONFIG  # noqa: E402
+from estm_ref.pipeline.demo import TINY_CONFIG  # noqa: E402
 from estm_ref.scan import selective_scan_ref  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -126,21 +124,6 @@ def test_train_bench_writes_stamped_results(tmp_path):
     assert header == train_step.COLUMNS
     assert len(written) == len(rows)
     assert "Projected wall time" in (tmp_path / "train-cpu-quick.md").read_text()
-
-
-def test_bench_command_finds_the_scripts_and_passes_arguments_through():
-    parser = argparse.ArgumentParser()
-    bench_cli.add_arguments(parser)
-    args = parser.parse_args(["scan", "--quick", "--out", "somewhere"])
-    cmd = bench_cli.command(args)
-    assert Path(cmd[1]) == ROOT / "bench" / "scan.py"
-    assert cmd[2:] == ["--quick", "--out", "somewhere"]
-
-
-def test_bench_command_says_when_the_source_tree_is_missing(tmp_path):
-    (tmp_path / "estm_ref").mkdir()
-    with pytest.raises(bench_cli.BenchNotFound, match="source tree"):
-        bench_cli.find_bench_dir(tmp_path / "estm_ref")
 
 
 def test_baseline_detectors_rank_shifted_clips_higher():

@@ -14,10 +14,10 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from estm_ref import checkpoint as ckpt_io
+from estm_ref.pipeline import run_dir as ckpt_io
 from estm_ref.cli.main import main
 from estm_ref.config import Config, with_overrides
-from estm_ref.demo import TINY_CONFIG
+from estm_ref.pipeline.demo import TINY_CONFIG
 
 pytest.importorskip("soundfile", reason="the pipeline reads and writes WAV files")
 
@@ -119,7 +119,8 @@ def test_resume_after_sigkill_reaches_the_uninterrupted_weights(tiny_data, tmp_p
 
 
 def test_non_finite_loss_stops_with_the_epoch_and_step(tiny_data, tmp_path, monkeypatch):
-    from estm_ref import train as train_mod
+    from estm_ref import errors
+    from estm_ref.pipeline import train as train_mod
     from estm_ref.model import ESTM
 
     calls = {"n": 0}
@@ -135,7 +136,7 @@ def test_non_finite_loss_stops_with_the_epoch_and_step(tiny_data, tmp_path, monk
     monkeypatch.setattr(ESTM, "forward", poisoned)
     cfg = with_overrides(Config(), {**TINY_CONFIG, "train": {**TINY_CONFIG["train"], "epochs": 3,
                                                               "cache_audio": False}})
-    with pytest.raises(train_mod.TrainingError, match=r"epoch 2, step 2"):
+    with pytest.raises(errors.TrainingError, match=r"epoch 2, step 2"):
         train_mod.train(cfg, [tiny_data], tmp_path, progress=False)
     assert ckpt_io.load(tmp_path / ckpt_io.CHECKPOINT_NAME)["epoch"] == 1
 
@@ -200,16 +201,17 @@ def test_ablation_grid_trains_and_tests_every_variant(tiny_data, tmp_path, capsy
 def test_thresholds_come_from_held_out_clips_when_there_are_enough(tiny_data, tmp_path, fraction,
                                                                    source):
     from estm_ref.data import ClipDataset, scan_roots
-    from estm_ref.evaluate import load_run, score_dataset
-    from estm_ref.metrics import gamma_threshold
-    from estm_ref.train import _split_validation
+    from estm_ref.pipeline.run_dir import load_run
+    from estm_ref.pipeline.scoring import score_dataset
+    from estm_ref.pipeline.metrics import gamma_threshold
+    from estm_ref.pipeline.train import split_validation
 
     run_dir = tmp_path / "run"
     assert main(["--quiet", "train", "--data-root", str(tiny_data), "--out", str(run_dir),
                  "--epochs", "1", "--val-fraction", str(fraction), *TINY_TRAIN]) == 0
     written = json.loads((run_dir / "thresholds.json").read_text())
     run = load_run(run_dir, torch.device("cpu"))
-    train, val = _split_validation(scan_roots([tiny_data]).select(split="train"), fraction,
+    train, val = split_validation(scan_roots([tiny_data]).select(split="train"), fraction,
                                    run.cfg.train.seed)
     assert len(val) == (8 if source == "val" else 4)  # 2 or 1 held-out clips per ID
     clips = {"val": val, "train": train}[source]

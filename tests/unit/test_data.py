@@ -12,7 +12,9 @@ import torch
 
 sf = pytest.importorskip("soundfile", reason="the WAV reader and writer need soundfile")
 
-from estm_ref import data
+from estm_ref.data import audio as data_audio
+from estm_ref.data import cache as data_cache
+from estm_ref.errors import InputError
 from estm_ref.config import FeatureConfig
 from estm_ref.data import (ClipDataset, ClipInfo, build_class_list, load_clip, parse_clip_path,
                            scan_roots, summary_table)
@@ -140,7 +142,7 @@ def test_same_root_twice_counts_each_file_once(two_roots, caplog):
 
 
 def test_missing_root_is_an_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope"):
+    with pytest.raises(InputError, match="nope"):
         scan_roots([tmp_path / "nope"])
 
 
@@ -281,8 +283,9 @@ def test_cache_is_reused_without_decoding(tmp_path, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("a matching cache must not decode audio again")
 
-    monkeypatch.setattr(data, "load_clip", no_decoding)
-    monkeypatch.setattr(data.sf, "info", no_decoding)
+    monkeypatch.setattr(data_cache, "load_clip", no_decoding)
+    monkeypatch.setattr(data_audio, "load_clip", no_decoding)
+    monkeypatch.setattr(data_audio.sf, "info", no_decoding)
     again = ClipDataset(clips, classes, CFG, cache_dir=tmp_path / "c", progress=False)
     assert again.clips == first.clips and cache_files(tmp_path / "c") == files
     for i in range(len(again)):
@@ -341,7 +344,7 @@ def test_damaged_cache_is_rebuilt(tmp_path, damage):
 def test_interrupted_cache_build_leaves_nothing_reusable(tmp_path, monkeypatch):
     clips = clip_tree(tmp_path / "d")
     classes = build_class_list(clips)
-    real_load = data.load_clip
+    real_load = data_cache.load_clip
     calls = []
 
     def crash_midway(path, cfg):
@@ -350,11 +353,11 @@ def test_interrupted_cache_build_leaves_nothing_reusable(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_load(path, cfg)
 
-    monkeypatch.setattr(data, "load_clip", crash_midway)
+    monkeypatch.setattr(data_cache, "load_clip", crash_midway)
     with pytest.raises(KeyboardInterrupt):
         ClipDataset(clips, classes, CFG, cache_dir=tmp_path / "c", progress=False)
     assert cache_files(tmp_path / "c") == []
-    monkeypatch.setattr(data, "load_clip", real_load)
+    monkeypatch.setattr(data_cache, "load_clip", real_load)
     ds = ClipDataset(clips, classes, CFG, cache_dir=tmp_path / "c", progress=False)
     assert len(ds) == len(clips)
     np.testing.assert_array_equal(ds[0][0].numpy(), load_clip(ds.clips[0].path, CFG))
@@ -390,10 +393,10 @@ def test_crash_while_replacing_the_array_never_serves_stale_audio(tmp_path, monk
             raise OSError("disk full")
         real_replace(src, dst)
 
-    monkeypatch.setattr(data.os, "replace", crash_on_array)
+    monkeypatch.setattr(data_cache.os, "replace", crash_on_array)
     with pytest.raises(OSError, match="disk full"):
         ClipDataset(clips, classes, CFG, cache_dir=tmp_path / "c", progress=False)
-    monkeypatch.setattr(data.os, "replace", real_replace)
+    monkeypatch.setattr(data_cache.os, "replace", real_replace)
     ds = ClipDataset(clips, classes, CFG, cache_dir=tmp_path / "c", progress=False)
     np.testing.assert_array_equal(ds[ds.clips.index(clips[0])][0].numpy(),
                                   np.full(1600, 0.125, np.float32))

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from estm_ref.config import FeatureConfig
-from estm_ref.features import (Tgram, emel, fit_clip_length, log_mel, mel_filterbank, tsg_gate,
+from estm_ref.data.audio import fit_clip_length
+from estm_ref.model.features import (Tgram, emel, log_mel, mel_filterbank, tsg_gate,
                                tsg_saturation, tsg_statistic)
 
 librosa = pytest.importorskip("librosa")
@@ -90,6 +91,7 @@ def test_fit_clip_length():
     assert fit_clip_length(x, 12).tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1]
     assert fit_clip_length(x, 3).tolist() == [0, 1, 2]
     assert fit_clip_length(torch.ones(2, 7), 10).shape == (2, 10)
+    assert fit_clip_length(np.arange(5.0), 12).tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1]
     with pytest.raises(ValueError, match="empty"):
         fit_clip_length(torch.zeros(0), 4)
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from estm_ref.mamba import DT_FLOOR, DT_MAX, DT_MIN, MambaBlock, causal_conv1d, inverse_softplus
+from estm_ref.config import ModelConfig
+from estm_ref.model.mamba import DT_FLOOR, DT_MAX, DT_MIN, MambaBlock, causal_conv1d, inverse_softplus
 
 KERNEL_FILE = Path(__file__).resolve().parents[2] / "triton_kernels" / "selective_scan.py"
 needs_kernel = pytest.mark.skipif(not KERNEL_FILE.exists(),
@@ -56,7 +57,7 @@ def test_causal_conv_rejects_wrong_channels():
 
 def test_mamba_initialisation():
     torch.manual_seed(0)
-    block = MambaBlock(d_model=48, d_state=16, expand=2, d_conv=4)
+    block = MambaBlock(ModelConfig(d_model=48, d_state=16, expand=2, d_conv=4))
     ssm = block.ssm
     E, R = 96, 3
     assert ssm.dt_rank == R == math.ceil(48 / 16)
@@ -76,7 +77,8 @@ def test_mamba_initialisation():
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_block_shape_and_causality(bidirectional):
     torch.manual_seed(0)
-    block = MambaBlock(16, d_state=4, bidirectional=bidirectional, scan_backend="ref").double()
+    cfg = ModelConfig(d_model=16, d_state=4, bidirectional=bidirectional, scan_backend="ref")
+    block = MambaBlock(cfg).double()
     x = torch.randn(2, 9, 16, dtype=torch.float64)
     y = block(x)
     assert y.shape == x.shape
@@ -90,7 +92,7 @@ def test_block_shape_and_causality(bidirectional):
 
 def test_bidirectional_reverse_branch_is_the_flipped_scan():
     torch.manual_seed(0)
-    block = MambaBlock(16, d_state=4, bidirectional=True, scan_backend="ref").double()
+    block = MambaBlock(ModelConfig(d_model=16, d_state=4, bidirectional=True, scan_backend="ref")).double()
     x = torch.randn(2, 7, 16, dtype=torch.float64)
     h = block.in_proj(block.norm(x)).transpose(1, 2)
     u, z = h.chunk(2, dim=1)
@@ -102,7 +104,8 @@ def test_bidirectional_reverse_branch_is_the_flipped_scan():
 
 def test_block_gradcheck_float64():
     torch.manual_seed(0)
-    block = MambaBlock(8, d_state=2, expand=1, d_conv=3, bidirectional=True, scan_backend="ref").double()
+    cfg = ModelConfig(d_model=8, d_state=2, expand=1, d_conv=3, bidirectional=True, scan_backend="ref")
+    block = MambaBlock(cfg).double()
     x = torch.randn(1, 5, 8, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(block, (x,))
 
@@ -111,7 +114,7 @@ def test_block_gradcheck_float64():
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_block_ref_vs_triton(bidirectional):
     torch.manual_seed(0)
-    block = MambaBlock(16, d_state=8, bidirectional=bidirectional, scan_backend="ref")
+    block = MambaBlock(ModelConfig(d_model=16, d_state=8, bidirectional=bidirectional, scan_backend="ref"))
     x = torch.randn(2, 13, 16)
     grad_out = torch.randn(2, 13, 16)
 

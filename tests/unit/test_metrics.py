@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from estm_ref.metrics import (auc_pauc, evaluate_ids, format_table, gamma_threshold,
+from estm_ref.pipeline.metrics import (auc_pauc, evaluate_ids, format_table, gamma_threshold,
                               summarise_types, write_dcase_files, write_results_csv)
 
 

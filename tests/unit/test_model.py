@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from estm_ref.config import FeatureConfig, ModelConfig
-from estm_ref.features import emel, log_mel
-from estm_ref.model import ESTM, MambaPath, freq_patches, margin_logits, own_class_nll, time_patches
+from estm_ref.model.estm import ESTM, MambaPath, margin_logits, own_class_nll
+from estm_ref.model.features import emel, log_mel
+from estm_ref.model.patching import freq_patches, time_patches
 
 KERNEL_FILE = Path(__file__).resolve().parents[2] / "triton_kernels" / "selective_scan.py"
 needs_kernel = pytest.mark.skipif(not KERNEL_FILE.exists(),

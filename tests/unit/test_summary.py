@@ -3,7 +3,8 @@
 import argparse
 import math
 
-from estm_ref import summary
+from estm_ref.cli import model_summary as model_summary_cli
+from estm_ref.model import summary
 from estm_ref.cli.main import COMMANDS
 from estm_ref.config import FeatureConfig, ModelConfig
 
@@ -47,12 +48,12 @@ def test_default_summary():
 
 
 def test_small_single_path_summary_via_cli_arguments(capsys):
-    assert COMMANDS["model-summary"][0] == "estm_ref.summary"
+    assert COMMANDS["model-summary"][0] == "estm_ref.cli.model_summary"
     parser = argparse.ArgumentParser()
-    summary.add_arguments(parser)
+    model_summary_cli.add_arguments(parser)
     args = parser.parse_args(["--paths", "temporal", "--features", "stgram", "--d-model", "32",
                               "--depth", "2", "--bidirectional", "--n-classes", "5"])
-    assert summary.run(args) == 0
+    assert model_summary_cli.run(args) == 0
     printed = capsys.readouterr().out
     total = expected_total(2, 32, 2, 5, paths="temporal", bidirectional=True)
     assert f"{total:,}" in printed and "smamba" not in printed

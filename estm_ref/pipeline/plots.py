@@ -8,6 +8,8 @@ from typing import Sequence
 
 import numpy as np
 
+from estm_ref.errors import InputError
+
 log = logging.getLogger(__name__)
 
 
@@ -16,7 +18,7 @@ def require_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ModuleNotFoundError as err:
-        raise RuntimeError("figures need matplotlib: pip install 'estm-ref[plot]' "
+        raise InputError("figures need matplotlib: pip install 'estm-ref[plot]' "
                            "(or pass --no-plots)") from err
 
 

@@ -31,41 +31,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from estm_ref.config import FeatureConfig, ModelConfig
-from estm_ref.features import Tgram, emel, log_mel
-from estm_ref.mamba import MambaBlock
-
-
-def time_patches(x: torch.Tensor, n_patches: int) -> torch.Tensor:
-    """Split along time: (batch, C, n_mels, n_frames) -> (batch, I, C * n_mels * K).
-
-    K = n_frames // I; trailing frames beyond I * K are dropped. Patch i is
-    x[:, :, :, iK:(i+1)K] flattened in (C, n_mels, K) order.
-    """
-    batch, channels, n_mels, n_frames = x.shape
-    k = n_frames // n_patches
-    if k == 0:
-        raise ValueError(f"{n_frames} frames cannot make {n_patches} time patches")
-    x = x[..., :n_patches * k].reshape(batch, channels, n_mels, n_patches, k)
-    return x.permute(0, 3, 1, 2, 4).reshape(batch, n_patches, channels * n_mels * k)
-
-
-def freq_patches(x: torch.Tensor, n_patches: int, n_frames_kept: int) -> torch.Tensor:
-    """Split along mel bins: (batch, C, n_mels, n_frames) -> (batch, J, C * H * n_frames_kept).
-
-    H = n_mels // J (must divide). Patch j is x[:, :, jH:(j+1)H, :n_frames_kept]
-    flattened in (C, H, frames) order; patch 0 is the lowest mel band.
-    """
-    batch, channels, n_mels, _ = x.shape
-    if n_mels % n_patches:
-        raise ValueError(f"{n_mels} mel bins do not split into {n_patches} frequency patches")
-    h = n_mels // n_patches
-    x = x[..., :n_frames_kept].reshape(batch, channels, n_patches, h, n_frames_kept)
-    return x.permute(0, 2, 1, 3, 4).reshape(batch, n_patches, channels * h * n_frames_kept)
-
-
-def class_token_index(n_patches: int, cls_position: str) -> int:
-    """Where the class token sits in the sequence of n_patches + 1 tokens."""
-    return {"head": 0, "middle": n_patches // 2, "tail": n_patches}[cls_position]
+from estm_ref.model.features import Tgram, emel, log_mel
+from estm_ref.model.mamba import MambaBlock
+from estm_ref.model.patching import class_token_index, freq_patches, time_patches
 
 
 class MambaPath(nn.Module):
@@ -92,8 +60,7 @@ class MambaPath(nn.Module):
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.blocks = nn.ModuleList(
-            MambaBlock(cfg.d_model, cfg.d_state, cfg.expand, cfg.d_conv, cfg.bidirectional,
-                       cfg.scan_backend) for _ in range(cfg.depth))
+            MambaBlock(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.d_model)
 
     def tokens(self, patches: torch.Tensor) -> torch.Tensor:
@@ -251,3 +218,9 @@ def own_class_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     own = x.gather(1, labels)[:, 0]
     others = torch.logsumexp(x.scatter(1, labels, float("-inf")), dim=1)  # -inf for one class
     return F.softplus(others - own, threshold=50.0)
+
+
+def build_model(feature_cfg: FeatureConfig, model_cfg: ModelConfig, n_classes: int,
+                device: torch.device | str = "cpu") -> ESTM:
+    """A freshly initialised ESTM on `device`."""
+    return ESTM(feature_cfg, model_cfg, n_classes).to(device)

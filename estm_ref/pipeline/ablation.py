@@ -1,28 +1,26 @@
-"""`estm ablation`: the paper's Table II grid, backbone (SMamba, TMamba, STMamba) x input
+"""The ablation (`estm ablation`): the paper's Table II grid, backbone (SMamba, TMamba, STMamba) x input
 (STgram, ESTgram), trained and tested with one shared config."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 from pathlib import Path
 
-from estm_ref.config import Config, add_config_arguments, overrides_from_args, with_overrides
-from estm_ref.demo import demo_config, generate_demo_data
+from estm_ref.config import FEATURE_NAMES, PATH_NAMES, Config, with_overrides
+from estm_ref.pipeline.demo import generate_demo_data
+from estm_ref.pipeline.evaluate import test_run
+from estm_ref.pipeline.train import train
 
 log = logging.getLogger(__name__)
 
-VARIANTS = [("spectral", "SMamba"), ("temporal", "TMamba"), ("both", "STMamba")]
-FEATURES = [("stgram", "STgram"), ("estgram", "ESTgram")]
+VARIANTS = list(PATH_NAMES.items())  # (paths, Table II name)
+FEATURES = list(FEATURE_NAMES.items())  # (features, Table II name)
 
 
 def run_ablation(out: Path, data_roots: list[Path] | None, base: Config, device: str = "auto",
                  progress: bool = True) -> dict[tuple[str, str], tuple[float, float]]:
     """Train and test every (paths, features) pair with one shared config."""
-    from estm_ref.evaluate import test_run
-    from estm_ref.train import train
-
     out = Path(out)
     if not data_roots:
         data_roots = [out / "data"]
@@ -51,23 +49,3 @@ def format_ablation(results: dict[tuple[str, str], tuple[float, float]]) -> str:
         lines.append(f"{name:<10}" + "".join(f"  {cell(results[(paths, f)]):>15}"
                                                for f, _ in FEATURES))
     return "\n".join(lines)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-root", action="append", type=Path,
-                        help="data root(s); default: generate the demo's synthetic set in OUT/data")
-    parser.add_argument("--out", type=Path, default=Path("estm-ablation"))
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--demo-config", action="store_true",
-                        help="start from the demo's small config instead of the paper defaults")
-    parser.add_argument("--no-progress", action="store_true")
-    add_config_arguments(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    base = demo_config() if args.demo_config else Config()
-    base = with_overrides(base, overrides_from_args(args))
-    results = run_ablation(args.out, args.data_root, base, args.device, not args.no_progress)
-    print("\nTable II (average AUC / pAUC, %):\n")
-    print(format_ablation(results))
-    return 0

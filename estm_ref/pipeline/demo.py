@@ -1,4 +1,4 @@
-"""`estm demo`: the embedded default.
+"""The demo (`estm demo`), the embedded default.
 
 The demo generates a small synthetic DCASE 2020 set, trains a small ESTM on it, tests it
 and prints Table I. Its sizes are chosen to finish in a few minutes on a 2-core CPU; the
@@ -7,13 +7,16 @@ paper's protocol is `estm train` with the defaults on the real data.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import shutil
 import time
 from pathlib import Path
 
-from estm_ref.config import Config, add_config_arguments, overrides_from_args, with_overrides
+from estm_ref.config import Config, with_overrides
+from estm_ref.pipeline.evaluate import test_run
+from estm_ref.pipeline.plots import require_matplotlib
+from estm_ref.pipeline.train import train
+from estm_ref.synth.generate import generate
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +38,6 @@ def demo_config(tiny: bool = False) -> Config:
 
 
 def generate_demo_data(data_dir: Path, tiny: bool, seed: int, progress: bool) -> None:
-    from estm_ref.synth.generate import generate
-
     # the marker sits beside the data root, not in it: the loader reports stray files
     marker = data_dir.with_name(data_dir.name + ".complete")
     sizes = dict(TINY_DATA if tiny else DEMO_DATA)
@@ -53,11 +54,6 @@ def generate_demo_data(data_dir: Path, tiny: bool, seed: int, progress: bool) ->
 
 def run_demo(out: Path, tiny: bool = False, overrides: dict | None = None, device: str = "auto",
              progress: bool = True, seed: int = 0) -> dict:
-    from estm_ref.evaluate import test_run
-    from estm_ref.train import train
-
-    from estm_ref.plots import require_matplotlib
-
     require_matplotlib()  # the demo draws its figures at the end: fail now, not then
     start = time.perf_counter()
     out = Path(out)
@@ -69,25 +65,3 @@ def run_demo(out: Path, tiny: bool = False, overrides: dict | None = None, devic
     result = test_run(run_dir, [data_dir], device=device, per_id=False, progress=progress)
     result["seconds"] = time.perf_counter() - start
     return result
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("estm-demo"),
-                        help="folder for data, run and results (default ./estm-demo)")
-    parser.add_argument("--tiny", action="store_true",
-                        help="a much smaller setting, used by the test suite")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--no-progress", action="store_true")
-    add_config_arguments(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    result = run_demo(args.out, args.tiny, overrides_from_args(args), args.device,
-                      not args.no_progress)
-    print("\nESTM on synthetic DCASE 2020 Task 2 data (AUC / pAUC, %):\n")
-    print(result["table"])
-    print(f"\nresults: {result['out_dir']}")
-    for fig in result["figures"]:
-        print(f"figure:  {fig}")
-    print(f"total time: {result['seconds']:.0f} s")
-    return 0

@@ -1,4 +1,4 @@
-"""`estm model-summary`: the shape after every stage and the parameter count per component.
+"""Model summary: the shape after every stage and the parameter count per component.
 
 Shapes come from one real forward pass of a single clip (CPU, reference scan), recorded
 with forward hooks, so they cannot drift from the model's code.
@@ -6,18 +6,16 @@ with forward hooks, so they cannot drift from the model's code.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 
 import torch
 import torch.nn as nn
 
-from estm_ref.config import FeatureConfig, ModelConfig
-from estm_ref.features import emel, log_mel
-from estm_ref.model import ESTM, MambaPath
+from estm_ref.config import FEATURE_CHANNELS, FEATURE_NAMES, FeatureConfig, ModelConfig
+from estm_ref.model.estm import ESTM, MambaPath
+from estm_ref.model.features import emel, log_mel
 
 PATH_NAMES = ("tmamba", "smamba")
-FEATURE_NAMES = {"estgram": "ESTgram (Mel, EMel, Tgram)", "stgram": "STgram (Mel, Tgram)"}
 
 
 def model_summary(feature_cfg: FeatureConfig, model_cfg: ModelConfig, n_classes: int) -> dict:
@@ -64,7 +62,8 @@ def model_summary(feature_cfg: FeatureConfig, model_cfg: ModelConfig, n_classes:
     if feature_cfg.features == "estgram":
         stages.append(("EMel (TSG)", tuple(emel(mel, feature_cfg.tsg_alpha, feature_cfg.tsg_norm).shape)))
     stages.append(("Tgram", recorded["Tgram"]))
-    stages.append((FEATURE_NAMES[feature_cfg.features], tuple(features.shape)))
+    name = feature_cfg.features
+    stages.append((f"{FEATURE_NAMES[name]} ({', '.join(FEATURE_CHANNELS[name])})", tuple(features.shape)))
     for attr in PATH_NAMES:
         if getattr(model, attr) is None:
             continue
@@ -100,23 +99,3 @@ def format_summary(summary: dict) -> str:
     lines += [f"{name:<35} {count:>12,}" for name, count in summary["params"]]
     lines.append(f"{'total':<35} {summary['total']:>12,}")
     return "\n".join(lines)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    model_defaults, feature_defaults = ModelConfig(), FeatureConfig()
-    parser.add_argument("--paths", choices=("both", "spectral", "temporal"), default=model_defaults.paths)
-    parser.add_argument("--features", choices=("estgram", "stgram"), default=feature_defaults.features)
-    parser.add_argument("--d-model", type=int, default=model_defaults.d_model)
-    parser.add_argument("--depth", type=int, default=model_defaults.depth)
-    parser.add_argument("--d-state", type=int, default=model_defaults.d_state)
-    parser.add_argument("--cls-position", choices=("tail", "head", "middle"), default=model_defaults.cls_position)
-    parser.add_argument("--bidirectional", action="store_true")
-    parser.add_argument("--n-classes", type=int, default=41)
-
-
-def run(args: argparse.Namespace) -> int:
-    feature_cfg = FeatureConfig(features=args.features)
-    model_cfg = ModelConfig(d_model=args.d_model, depth=args.depth, d_state=args.d_state, paths=args.paths,
-                            cls_position=args.cls_position, bidirectional=args.bidirectional)
-    print(format_summary(model_summary(feature_cfg, model_cfg, args.n_classes)))
-    return 0

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from estm_ref.config import ModelConfig
 from estm_ref.scan import selective_scan
 
 # Mamba's initialisation of the step size: dt ~ log-uniform in [DT_MIN, DT_MAX], floored.
@@ -94,21 +95,22 @@ class SelectiveSSM(nn.Module):
 class MambaBlock(nn.Module):
     """Pre-norm residual Mamba block on token sequences: (batch, L, d_model) -> same.
 
+    Sizes, direction and scan backend come from `cfg` (d_model, d_state, expand, d_conv,
+    bidirectional, scan_backend); the other ModelConfig fields are not used here.
+
     With bidirectional=True a second `SelectiveSSM` scans the flipped sequence and the
     two outputs are averaged before out_proj (see the module docstring).
     """
 
-    def __init__(self, d_model: int, d_state: int = 16, expand: int = 2, d_conv: int = 4,
-                 bidirectional: bool = False, scan_backend: str = "auto"):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
-        d_inner = expand * d_model
-        dt_rank = -(-d_model // 16)
-        self.scan_backend = scan_backend
-        self.norm = nn.LayerNorm(d_model)
-        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)
-        self.ssm = SelectiveSSM(d_inner, d_state, dt_rank, d_conv)
-        self.ssm_reverse = SelectiveSSM(d_inner, d_state, dt_rank, d_conv) if bidirectional else None
-        self.out_proj = nn.Linear(d_inner, d_model, bias=False)
+        self.scan_backend = cfg.scan_backend
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.in_proj = nn.Linear(cfg.d_model, 2 * cfg.d_inner, bias=False)
+        self.ssm = SelectiveSSM(cfg.d_inner, cfg.d_state, cfg.dt_rank, cfg.d_conv)
+        self.ssm_reverse = SelectiveSSM(cfg.d_inner, cfg.d_state, cfg.dt_rank, cfg.d_conv) \
+            if cfg.bidirectional else None
+        self.out_proj = nn.Linear(cfg.d_inner, cfg.d_model, bias=False)
 
     @property
     def bidirectional(self) -> bool:

@@ -10,7 +10,6 @@ Shapes: a clip is `clip_samples` samples (160000 = 10 s at 16 kHz); its log-mel 
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
 import torch.nn as nn
@@ -96,19 +95,6 @@ def log_mel(waveform: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
         power = spec.real.square() + spec.imag.square()
         mel = torch.matmul(mel_filterbank(cfg, x.device, dtype), power)  # (batch, n_mels, n_frames)
         return 10.0 * torch.log10(torch.clamp(mel, min=cfg.log_floor))
-
-
-def fit_clip_length(waveform: torch.Tensor, clip_samples: int) -> torch.Tensor:
-    """Crop to the first clip_samples samples, or tile (repeat) a shorter clip to length.
-
-    waveform: (..., samples) with samples >= 1 -> (..., clip_samples).
-    """
-    n = waveform.shape[-1]
-    if n == 0:
-        raise ValueError("waveform is empty: cannot fit an empty clip to length")
-    if n < clip_samples:
-        waveform = waveform.repeat(*([1] * (waveform.dim() - 1)), math.ceil(clip_samples / n))
-    return waveform[..., :clip_samples]
 
 
 def tsg_statistic(log_mel_db: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,6 @@
+"""The ESTM model: `features` (log-mel, TSG, Tgram), `patching`, `mamba` (the Mamba block
+on the selective scan), `estm` (paths, fusion, ArcFace, the anomaly score), `summary`."""
+
+from estm_ref.model.estm import ESTM, ArcFace, ESTMOutput, MambaPath, build_model, own_class_nll
+
+__all__ = ["ESTM", "ArcFace", "ESTMOutput", "MambaPath", "build_model", "own_class_nll"]
