@@ -2,8 +2,12 @@
 
 Block sizes and N come from small fixed sets so that, on a GPU, the kernel compiles a
 handful of variants rather than one per example. Shapes stay small: under the
-interpreter every program and every step costs Python time.
+interpreter every element of every tile's associative scan costs Python time.
+Inputs come in float32, bfloat16 or float16 (u, delta, B, C, z), each compared with the
+tolerance of its precision.
 """
+
+import functools
 
 import pytest
 import torch
@@ -14,12 +18,13 @@ from hypothesis import strategies as st
 from conftest import KERNEL_DEVICE
 from estm_ref.scan import selective_scan_ref
 from estm_ref.scan.parity import ScanCase, assert_parity, make_inputs, tolerance, upstream_grads
-from triton_kernels.selective_scan import launch_options, selective_scan_fn
+from triton_kernels.selective_scan import LaunchOptions, ScanConfig, selective_scan_fn
 
-SCANS = {"ref": selective_scan_ref, "triton": selective_scan_fn}
+SCANS = {"ref": lambda blocks: selective_scan_ref, "triton": lambda blocks: kernel(blocks)}
 BLOCK_D = (2, 16)
-CHUNK = (1, 4, 8)
-PROPERTY = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+BLOCK_L = (2, 4, 8)
+DTYPES = (torch.float32, torch.float32, torch.bfloat16, torch.float16)
+PROPERTY = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite
@@ -29,10 +34,16 @@ def cases(draw, min_L=1, max_L=20):
     flags = {k: draw(st.booleans()) for k in
              ("has_D", "has_z", "has_delta_bias", "delta_softplus", "has_initial_state")}
     return ScanCase(batch=draw(st.integers(1, 2)), dim=dim, L=draw(st.integers(min_L, max_L)),
-                    N=draw(st.sampled_from([1, 4, 16])), groups=groups, **flags)
+                    N=draw(st.sampled_from([1, 4, 4, 16])), groups=groups,
+                    dtype=draw(st.sampled_from(DTYPES)), **flags)
 
 
-blocks = st.tuples(st.sampled_from(BLOCK_D), st.sampled_from(CHUNK))
+blocks = st.tuples(st.sampled_from(BLOCK_D), st.sampled_from(BLOCK_L))
+
+
+def kernel(blocks):
+    """The Triton scan with these (BLOCK_D, BLOCK_L) and NaN-poisoned buffers."""
+    return functools.partial(selective_scan_fn, options=LaunchOptions(ScanConfig(*blocks), poison=True))
 seeds = st.integers(0, 2**16)
 
 
@@ -66,12 +77,11 @@ def test_scan_in_two_pieces_equals_one_scan(name, case, data, blocks, seed):
     x0 = make_inputs(case, KERNEL_DEVICE, seed)
     gy, gh = upstream_grads(case, KERNEL_DEVICE, seed)
     results = []
-    with launch_options(poison=True, block_d=blocks[0], chunk=blocks[1]):
-        for s in (None, split):
-            x = {k: None if v is None else v.clone().requires_grad_() for k, v in x0.items()}
-            y, h = _scan_all(SCANS[name], x, case, s)
-            ((y * gy).sum() + (h * gh).sum()).backward()
-            results.append((y.detach(), h.detach(), {k: v.grad for k, v in x.items() if v is not None}))
+    for s in (None, split):
+        x = {k: None if v is None else v.clone().requires_grad_() for k, v in x0.items()}
+        y, h = _scan_all(SCANS[name](blocks), x, case, s)
+        ((y.float() * gy.float()).sum() + (h * gh).sum()).backward()
+        results.append((y.detach(), h.detach(), {k: v.grad for k, v in x.items() if v is not None}))
     (y_full, h_full, g_full), (y_two, h_two, g_two) = results
     _close(y_two, y_full, case)
     _close(h_two, h_full, case)
@@ -88,11 +98,10 @@ def test_D_and_z_act_pointwise(case, blocks, seed):
     kw = dict(delta_bias=x["delta_bias"], delta_softplus=case.delta_softplus,
               initial_state=x["initial_state"])
     args = [x[k] for k in ("u", "delta", "A", "B", "C")]
-    with launch_options(poison=True, block_d=blocks[0], chunk=blocks[1]):
-        y_bare = selective_scan_fn(*args, **kw)
-        y_full = selective_scan_fn(*args, D=x["D"], z=x["z"], **kw)
-    expected = (y_bare + x["D"][None, :, None] * x["u"]) * F.silu(x["z"])
-    _close(y_full, expected, case)
+    y_bare = kernel(blocks)(*args, **kw)
+    y_full = kernel(blocks)(*args, D=x["D"], z=x["z"], **kw)
+    expected = (y_bare.float() + x["D"][None, :, None] * x["u"].float()) * F.silu(x["z"].float())
+    _close(y_full.float(), expected, case)
 
 
 @PROPERTY
@@ -102,10 +111,10 @@ def test_very_negative_A_forgets_the_past(case, blocks, seed):
     x = make_inputs(ScanCase(**{**case.__dict__, "delta_softplus": True}), KERNEL_DEVICE, seed)
     x["A"] = torch.full_like(x["A"], -1e4)
     u = x["u"].clone().requires_grad_()
-    with launch_options(poison=True, block_d=blocks[0], chunk=blocks[1]):
-        y, h = selective_scan_fn(**{**x, "u": u}, delta_softplus=True, return_last_state=True)
-        y[..., -1].sum().backward()
+    y, h = kernel(blocks)(**{**x, "u": u}, delta_softplus=True, return_last_state=True)
+    y[..., -1].float().sum().backward()
 
+    x = {k: None if v is None else v.float() for k, v in x.items()}
     dt = F.softplus(x["delta"] + (0 if x["delta_bias"] is None else x["delta_bias"][None, :, None]))
     G = case.groups or 1
     Bd = x["B"].reshape(case.batch, G, 1, case.N, case.L).expand(-1, -1, case.dim // G, -1, -1)
@@ -117,7 +126,7 @@ def test_very_negative_A_forgets_the_past(case, blocks, seed):
         expected = expected + x["D"][None, :, None] * x["u"]
     if x["z"] is not None:
         expected = expected * F.silu(x["z"])
-    _close(y, expected, case)
+    _close(y.float(), expected, case)
     _close(h, h_all[..., -1], case)
     assert torch.all(u.grad[..., :-1] == 0), "the last output must not depend on earlier inputs"
 
@@ -129,6 +138,5 @@ def test_very_negative_A_forgets_the_past(case, blocks, seed):
 def test_poisoned_buffers_are_overwritten_and_match_the_reference(case, blocks, seed, low_precision):
     if low_precision is not None:
         case = ScanCase(**{**case.__dict__, "dtype": low_precision})
-    with launch_options(poison=True, block_d=blocks[0], chunk=blocks[1]):
-        # non-finite values fail the comparison, so a NaN left in any buffer is caught here
-        assert_parity(selective_scan_fn, case, KERNEL_DEVICE, seed)
+    # non-finite values fail the comparison, so a NaN left in any buffer is caught here
+    assert_parity(kernel(blocks), case, KERNEL_DEVICE, seed)
