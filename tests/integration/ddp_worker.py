@@ -14,8 +14,9 @@ from estm_ref.pipeline.train import train
 
 def main(data_root: str, out: str) -> None:
     out_dir = Path(out)
-    cfg = with_overrides(Config(), {**TINY_CONFIG, "train": {**TINY_CONFIG["train"], "epochs": 1,
-                                                              "cache_audio": False, "seed": 5}})
+    cfg = with_overrides(Config(), {**TINY_CONFIG, "features": {"clip_samples": 16000},
+                                    "train": {**TINY_CONFIG["train"], "epochs": 1,
+                                              "cache_audio": False, "seed": 5}})
     summary = train(cfg, [data_root], out_dir / "run", progress=False)
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     torch.save(summary["model"].state_dict(), out_dir / f"rank{rank}.pt")

@@ -1,7 +1,6 @@
 """Causal conv, Mamba initialisation, block properties, and the block's ref-vs-Triton parity."""
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,9 +9,6 @@ import torch.nn.functional as F
 from estm_ref.config import ModelConfig
 from estm_ref.model.mamba import DT_FLOOR, DT_MAX, DT_MIN, MambaBlock, causal_conv1d, inverse_softplus
 
-KERNEL_FILE = Path(__file__).resolve().parents[2] / "triton_kernels" / "selective_scan.py"
-needs_kernel = pytest.mark.skipif(not KERNEL_FILE.exists(),
-                                  reason="triton_kernels/selective_scan.py does not exist yet")
 # float32 under the Triton interpreter (SPEC section 2)
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -110,7 +106,6 @@ def test_block_gradcheck_float64():
     assert torch.autograd.gradcheck(block, (x,))
 
 
-@needs_kernel
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_block_ref_vs_triton(bidirectional):
     torch.manual_seed(0)

@@ -2,7 +2,6 @@
 
 import itertools
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,9 +12,6 @@ from estm_ref.model.estm import ESTM, MambaPath, margin_logits, own_class_nll
 from estm_ref.model.features import emel, log_mel
 from estm_ref.model.patching import freq_patches, time_patches
 
-KERNEL_FILE = Path(__file__).resolve().parents[2] / "triton_kernels" / "selective_scan.py"
-needs_kernel = pytest.mark.skipif(not KERNEL_FILE.exists(),
-                                  reason="triton_kernels/selective_scan.py does not exist yet")
 CLIP = FeatureConfig().clip_samples
 
 
@@ -189,7 +185,6 @@ def test_own_class_nll_keeps_confident_clips_apart():
     assert own_class_nll(torch.tensor([[5.0]]), torch.tensor([0])).item() == 0.0  # one class
 
 
-@needs_kernel
 def test_tiny_model_ref_vs_triton():
     torch.manual_seed(0)
     cfg = tiny(bidirectional=True, cls_position="middle")
