@@ -54,6 +54,7 @@ def _estm(*args, env_extra=None, **kwargs):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
+@pytest.mark.slow
 def test_demo_tiny_end_to_end_and_metrics_recomputed_from_written_files(tmp_path, capsys):
     assert main(["--quiet", "demo", "--tiny", "--out", str(tmp_path), "--no-progress"]) == 0
     printed = capsys.readouterr().out
@@ -110,6 +111,7 @@ def _final_weights(run_dir):
     return ckpt_io.load(Path(run_dir) / ckpt_io.CHECKPOINT_NAME)["model"]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_reaches_the_uninterrupted_weights(tiny_data, tmp_path):
     epochs = ["--epochs", "4", "--seed", "7"]
     assert main(["--quiet", "train", "--data-root", str(tiny_data), "--out", str(tmp_path / "a"),
@@ -191,6 +193,7 @@ def test_score_reports_bad_files_and_still_scores_the_good_ones(tiny_data, tiny_
     assert "2 of 4 file(s) could not be scored" in caplog.text
 
 
+@pytest.mark.slow
 def test_ddp_two_gloo_processes_match_a_single_process(tiny_data, tmp_path):
     worker = Path(__file__).with_name("ddp_worker.py")
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -216,6 +219,7 @@ def test_ddp_two_gloo_processes_match_a_single_process(tiny_data, tmp_path):
     assert any(not torch.equal(init[k], single[k]) for k in init)
 
 
+@pytest.mark.slow
 def test_ablation_grid_trains_and_tests_every_variant(tiny_data, tmp_path, capsys):
     assert main(["--quiet", "ablation", "--data-root", str(tiny_data), "--out", str(tmp_path),
                  "--epochs", "1", *TINY_TRAIN]) == 0

@@ -34,6 +34,7 @@ def librosa_log_mel(y: np.ndarray) -> np.ndarray:
     return 10 * np.log10(np.maximum(power, 1e-10))
 
 
+@pytest.mark.slow  # the first librosa call compiles its numba kernels
 def test_filterbank_matches_librosa():
     ours = mel_filterbank(CFG, dtype=torch.float64).numpy()
     ref = librosa.filters.mel(sr=SR, n_fft=1024, n_mels=128, fmin=0.0, fmax=8000.0, htk=True,
