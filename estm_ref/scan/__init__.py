@@ -3,7 +3,8 @@
 `selective_scan_ref` (`ref.py`) is the numerical ground truth; the Triton kernel
 (`triton_kernels.selective_scan.selective_scan_fn`) shares its signature and is
 proven equal to it by the tests (`parity.py` holds the comparison harness).
-`selective_scan` picks one explicitly.
+`op.py` registers the scan as PyTorch operators (Triton kernels on CUDA, the reference
+on CPU) so that torch.compile traces through it. `selective_scan` picks one explicitly.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend == "auto":
         chosen = "triton" if device.type == "cuda" else "ref"
     key = (chosen, device.type)
-    if key not in _logged:
+    if key not in _logged and not torch.compiler.is_compiling():
         _logged.add(key)
         how = "auto" if backend == "auto" else "explicit"
         log.info("selective scan backend: %s on %s (%s)", chosen, device.type, how)
@@ -45,15 +46,21 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
                    return_last_state=False, initial_state=None, backend="auto"):
     """Selective scan through an explicit backend: "ref", "triton" or "auto".
 
-    Same arguments and semantics as `selective_scan_ref` (see its docstring). "auto"
-    takes the Triton kernel on CUDA tensors and the reference elsewhere. "triton" on
-    CPU tensors needs TRITON_INTERPRET=1 (slow; for tests) and raises otherwise.
+    Same arguments and semantics as `selective_scan_ref` (see its docstring).
+    "auto" goes through the registered operator `torch.ops.estm_ref.selective_scan_fwd`
+    (`op.py`), which runs the Triton scan on CUDA and the reference elsewhere:
+    torch.compile sees one operator on either device. "ref" calls the reference itself.
+    "triton" takes the same operator on CUDA; on CPU tensors it calls the kernel through
+    the Triton interpreter (TRITON_INTERPRET=1, slow, for tests) and raises without it.
     """
     chosen = resolve_backend(backend, u.device)
-    if chosen == "ref":
-        return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                  return_last_state, initial_state)
-    from triton_kernels.selective_scan import selective_scan_fn
+    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state)
+    if backend == "ref":
+        return selective_scan_ref(*args)
+    if chosen == "triton" and u.device.type != "cuda":
+        from triton_kernels.selective_scan import selective_scan_fn
 
-    return selective_scan_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                             return_last_state, initial_state)
+        return selective_scan_fn(*args)
+    from estm_ref.scan.op import selective_scan_op
+
+    return selective_scan_op(*args)
