@@ -11,6 +11,8 @@ import json
 import logging
 from pathlib import Path
 
+from estm_ref.cli.scorer_flags import add_scorer_arguments
+
 log = logging.getLogger(__name__)
 
 
@@ -19,15 +21,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE.wav")
     parser.add_argument("--type", dest="machine_type", help="machine type (default: from folder)")
     parser.add_argument("--id", dest="machine_id", help="machine id, e.g. 02 (default: from name)")
-    parser.add_argument("--no-margin", action="store_true")
+    parser.add_argument("--data-root", action="append", type=Path,
+                        help="the run's training data, used once when the run has no saved "
+                             "training embeddings")
+    add_scorer_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
 def run(args: argparse.Namespace) -> int:
-    from estm_ref.pipeline.scoring import score_files
+    from estm_ref.pipeline.evaluate import score_files
 
     results = score_files(args.run, args.files, args.machine_type, args.machine_id, args.device,
-                          not args.no_margin)
+                          not args.no_margin, args.scorer, args.data_root, args.k, args.n_centres)
     failed = [r for r in results if "error" in r]
     if args.json:
         print(json.dumps(results, indent=2))
@@ -37,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
         elif not args.json:
             threshold = "n/a" if r["threshold"] is None else f"{r['threshold']:.4f}"
             decision = {None: "n/a", 0: "normal", 1: "ANOMALY"}[r["decision"]]
-            print(f"{r['file']}: {r['machine_type']} id_{r['machine_id']}  score {r['score']:.4f}  "
+            print(f"{r['file']}: {r['machine_type']} id_{r['machine_id']}  {r['scorer']} "
+                  f"score {r['score']:.4f}  "
                   f"threshold {threshold}  -> {decision}")
     if failed:
         log.error("%d of %d file(s) could not be scored", len(failed), len(results))

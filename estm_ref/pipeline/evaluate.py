@@ -1,8 +1,11 @@
-"""Testing a run: score every test clip of a trained run and write the paper's Table I.
+"""Testing a run: score every test clip under every scorer and write the paper's Table I for
+the chosen one; score single files the same way.
 
-Outputs in `<run>/test/` (or --out): results.md / results.csv (Table I, per-ID rows too),
-scores.csv (every clip), the DCASE files anomaly_score_<type>_id_XX.csv and
-decision_result_<type>_id_XX.csv, roc_<type>.png and tsne.png (with the [plot] extra).
+Outputs in `<run>/test/` (or --out): scorers.md / scorers.csv (every scorer side by side),
+results.md / results.csv (Table I of the chosen scorer, per-ID rows too), scores.csv (every
+clip, the chosen score and one column per scorer), the DCASE files
+anomaly_score_<type>_id_XX.csv and decision_result_<type>_id_XX.csv of the chosen scorer,
+roc_<type>.png and tsne.png (with the [plot] extra).
 """
 
 from __future__ import annotations
@@ -13,27 +16,46 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from estm_ref.data import ClipDataset, scan_roots
+import numpy as np
+import torch
+
+from estm_ref.data import ClipDataset, load_clip, scan_roots
 from estm_ref.errors import InputError
-from estm_ref.pipeline.metrics import (evaluate_ids, format_score, format_table, summarise_types,
-                                       write_dcase_files, write_results_csv)
+from estm_ref.pipeline.metrics import (evaluate_ids, format_score, format_table, pct,
+                                       summarise_types, write_dcase_files, write_results_csv)
 from estm_ref.pipeline.run_dir import load_run, thresholds_key
-from estm_ref.pipeline.scoring import score_dataset
+from estm_ref.pipeline.scorers import (DEFAULT_K, DEFAULT_N_CENTRES, DEFAULT_SCORER, SCORERS,
+                                       check_scorer)
+from estm_ref.pipeline.scoring import (Scorers, anomaly_scores, fit_scorers, identify, pass_batch,
+                                       pass_dataset)
+from estm_ref.pipeline.training_pass import ensure_training_pass
 from estm_ref.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
 
+def _scorers_of(run, run_dir, data_roots, dev, scorer: str, with_margin: bool, k: int,
+                n_centres: int, progress: bool, names: Sequence[str]) -> Scorers:
+    check_scorer(scorer)
+    training = ensure_training_pass(run, run_dir, data_roots, dev, progress)
+    return fit_scorers(training, names, with_margin, k, n_centres, seed=run.cfg.train.seed)
+
+
 def test_run(run_dir: Path | str, data_roots: Sequence[Path | str], out_dir: Path | None = None,
              device: str = "auto", per_id: bool = False, with_margin: bool = True,
-             plots: bool = True, progress: bool = True) -> dict:
-    """Score the test clips under `data_roots` with the run's model; write and return results."""
+             plots: bool = True, progress: bool = True, scorer: str = DEFAULT_SCORER,
+             k: int = DEFAULT_K, n_centres: int = DEFAULT_N_CENTRES) -> dict:
+    """Score the test clips under `data_roots` with the run's model under every scorer; write
+    the chosen scorer's results and DCASE files, and every scorer's table; return them."""
+    check_scorer(scorer)
     if plots:
         from estm_ref.pipeline.plots import require_matplotlib
 
         require_matplotlib()
     dev = resolve_device(device)
     run = load_run(run_dir, dev)
+    scorers = _scorers_of(run, run_dir, data_roots, dev, scorer, with_margin, k, n_centres,
+                          progress, SCORERS)
     out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "test"
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -47,40 +69,137 @@ def test_run(run_dir: Path | str, data_roots: Sequence[Path | str], out_dir: Pat
     if not test_clips:
         raise InputError(f"no test clips of known machines under {', '.join(map(str, data_roots))}")
     dataset = ClipDataset(test_clips, run.class_list, run.cfg.features, progress=progress)
-    scored = score_dataset(run.model, dataset, run.cfg, dev, with_margin, progress)
     clips = dataset.clips
+    result = pass_dataset(run.model, dataset, run.cfg, dev, progress)
+    keys = [(c.machine_type, c.machine_id) for c in clips]
+    all_scores = {name: anomaly_scores(scorers, name, keys, result) for name in SCORERS}
+    scores = all_scores[scorer]
 
-    with open(out_dir / "scores.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "machine_type", "machine_id", "label", "score"])
-        for clip, score in zip(clips, scored.scores):
-            w.writerow([clip.path, clip.machine_type, clip.machine_id,
-                        "" if clip.label is None else clip.label, format_score(score)])
-    by_id: dict[tuple[str, str], list[int]] = {}
-    for i, clip in enumerate(clips):
-        by_id.setdefault((clip.machine_type, clip.machine_id), []).append(i)
-    for (machine_type, machine_id), idx in sorted(by_id.items()):
-        threshold = run.thresholds.get(thresholds_key(machine_type, machine_id), math.inf)
-        if math.isinf(threshold):
-            log.warning("no decision threshold for %s/id_%s in the run; all decisions are 0",
-                        machine_type, machine_id)
-        write_dcase_files(out_dir, machine_type, machine_id, [clips[i].path.name for i in idx],
-                          [float(scored.scores[i]) for i in idx], threshold)
+    _write_scores_csv(out_dir / "scores.csv", clips, scores, all_scores)
+    for key in sorted(set(keys)):
+        idx = [i for i, k_ in enumerate(keys) if k_ == key]
+        threshold = scorers.thresholds[scorer].get(thresholds_key(*key), math.inf)
+        write_dcase_files(out_dir, *key, [clips[i].path.name for i in idx],
+                          [float(scores[i]) for i in idx], threshold)
 
-    id_results = evaluate_ids((c.machine_type, c.machine_id, c.label, s)
-                              for c, s in zip(clips, scored.scores))
-    types, average = summarise_types(id_results)
-    table = format_table(types, average, id_results if per_id else None)
-    (out_dir / "results.md").write_text(format_table(types, average, id_results, markdown=True) + "\n")
+    tables = {name: _evaluate(clips, s) for name, s in all_scores.items()}
+    id_results, types, average = tables[scorer]
+    (out_dir / "results.md").write_text(
+        format_table(types, average, id_results, markdown=True) + "\n")
     write_results_csv(out_dir / "results.csv", types, average, id_results)
+    side_by_side = format_scorer_table(tables, scorer, per_id)
+    (out_dir / "scorers.md").write_text(
+        format_scorer_table(tables, scorer, True, markdown=True) + "\n")
+    _write_scorers_csv(out_dir / "scorers.csv", tables)
     figures = []
     if plots and id_results:
         from estm_ref.pipeline.plots import plot_roc_curves, plot_tsne
 
         labelled = [i for i, c in enumerate(clips) if c.label is not None]
-        figures += plot_roc_curves(out_dir, [clips[i] for i in labelled], scored.scores[labelled])
-        figures.append(plot_tsne(out_dir / "tsne.png", clips, scored.embeddings,
+        figures += plot_roc_curves(out_dir, [clips[i] for i in labelled], scores[labelled])
+        figures.append(plot_tsne(out_dir / "tsne.png", clips, result.embeddings,
                                  seed=run.cfg.train.seed))
-    return {"table": table, "types": types, "average": average, "ids": id_results,
+    return {"table": format_table(types, average, id_results if per_id else None),
+            "scorer_table": side_by_side, "scorer": scorer, "scorers": tables,
+            "types": types, "average": average, "ids": id_results, "scores": all_scores,
             "out_dir": out_dir, "figures": figures, "n_clips": len(clips),
-            "skipped_files": len(dataset.skipped), "unlabelled": sum(c.label is None for c in clips)}
+            "skipped_files": len(dataset.skipped),
+            "unlabelled": sum(c.label is None for c in clips)}
+
+
+def _evaluate(clips, scores: np.ndarray):
+    id_results = evaluate_ids((c.machine_type, c.machine_id, c.label, s)
+                              for c, s in zip(clips, scores))
+    return (id_results, *summarise_types(id_results))
+
+
+def _write_scores_csv(path: Path, clips, scores: np.ndarray, all_scores: dict) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "machine_type", "machine_id", "label", "score",
+                    *(f"score_{name}" for name in all_scores)])
+        for i, clip in enumerate(clips):
+            w.writerow([clip.path, clip.machine_type, clip.machine_id,
+                        "" if clip.label is None else clip.label, format_score(scores[i]),
+                        *(format_score(s[i]) for s in all_scores.values())])
+
+
+def format_scorer_table(tables: dict, chosen: str, per_id: bool = False,
+                        markdown: bool = False) -> str:
+    """Every scorer's AUC / pAUC (%) side by side, one row per machine type (and ID), then
+    Average; the chosen scorer (the DCASE files') marked with *."""
+    names = list(tables)
+    first_ids, first_types, first_avg = tables[names[0]]
+    rows = []
+    for t_index, t in enumerate(first_types):
+        rows.append((t.machine_type, [(tables[n][1][t_index].auc, tables[n][1][t_index].pauc)
+                                      for n in names]))
+        if per_id:
+            for i, r in enumerate(first_ids):
+                if r.machine_type == t.machine_type:
+                    rows.append((f"  id_{r.machine_id}",
+                                 [(tables[n][0][i].auc, tables[n][0][i].pauc) for n in names]))
+    rows.append(("Average", [(tables[n][2].auc, tables[n][2].pauc) for n in names]))
+    heads = [f"{n}{'*' if n == chosen else ''}" for n in names]
+    if markdown:
+        lines = ["| Machine | " + " | ".join(f"{h} AUC | {h} pAUC" for h in heads) + " |",
+                 "|---|" + "---:|---:|" * len(names)]
+        lines += ["| " + name.strip() + " | " + " | ".join(f"{pct(a)} | {pct(p)}" for a, p in v)
+                  + " |" for name, v in rows]
+        return "\n".join(lines)
+    width = max(len("Machine"), *(len(r[0]) for r in rows))
+    top = " " * width + "".join(f"  {h:>17}" for h in heads)
+    sub = f"{'Machine':<{width}}" + "  " + "  ".join(f"{'AUC':>8} {'pAUC':>8}" for _ in names)
+    lines = [top, sub, "-" * len(sub)]
+    lines += [f"{name:<{width}}" + "  " + "  ".join(f"{pct(a):>8} {pct(p):>8}" for a, p in v)
+              for name, v in rows]
+    return "\n".join(lines)
+
+
+def _write_scorers_csv(path: Path, tables: dict) -> None:
+    def num(v: float) -> str:
+        return "" if math.isnan(v) else f"{v:.6f}"
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["scorer", "level", "machine_type", "machine_id", "auc", "pauc"])
+        for name, (id_results, types, average) in tables.items():
+            for r in id_results:
+                w.writerow([name, "id", r.machine_type, r.machine_id, num(r.auc), num(r.pauc)])
+            for t in types:
+                w.writerow([name, "type", t.machine_type, "", num(t.auc), num(t.pauc)])
+            w.writerow([name, "average", "", "", num(average.auc), num(average.pauc)])
+
+
+def score_files(run_dir: Path, files: Sequence[Path], machine_type: str | None = None,
+                machine_id: str | None = None, device: str = "auto", with_margin: bool = True,
+                scorer: str = DEFAULT_SCORER, data_roots: Sequence[Path] | None = None,
+                k: int = DEFAULT_K, n_centres: int = DEFAULT_N_CENTRES) -> list[dict]:
+    """Score, threshold and decision of each file under `scorer`, as `test_run` scores it.
+    A file that cannot be scored (unreadable, unknown machine, bad name) gets an "error"
+    entry instead; the others are still scored."""
+    dev = resolve_device(device)
+    run = load_run(run_dir, dev)
+    scorers = _scorers_of(run, run_dir, data_roots, dev, scorer, with_margin, k, n_centres,
+                          False, [scorer])
+    index = {c: i for i, c in enumerate(run.class_list)}
+    results = []
+    for path in map(Path, files):
+        try:
+            key = identify(path, machine_type, machine_id)
+            if key not in index:
+                known = ", ".join(f"{t}/id_{i}" for t, i in run.class_list)
+                raise InputError(f"{path}: the model was not trained on {key[0]}/id_{key[1]} "
+                                 f"(it knows {known})")
+            wave = torch.from_numpy(load_clip(path, run.cfg.features))[None].to(dev)
+        except InputError as err:
+            results.append({"file": str(path), "error": str(err)})
+            continue
+        cls = torch.tensor([index[key]], device=dev)
+        score = float(anomaly_scores(scorers, scorer, [key],
+                                     pass_batch(run.model, wave, cls, run.cfg))[0])
+        threshold = scorers.thresholds[scorer].get(thresholds_key(*key))
+        results.append({"file": str(path), "machine_type": key[0], "machine_id": key[1],
+                        "scorer": scorer, "score": score, "threshold": threshold,
+                        "decision": None if threshold is None else int(score > threshold)})
+    return results

@@ -26,12 +26,15 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from estm_ref.errors import InputError
+
 log = logging.getLogger(__name__)
 
 IdKey = tuple[str, str]
 
 SCORERS = ("nll", "knn", "centres", "mahalanobis")
 EMBEDDING_SCORERS = SCORERS[1:]  # the ones fitted on training embeddings
+DEFAULT_SCORER = "nll"  # of `estm test` and `estm score` (README, "Scoring")
 DEFAULT_K = 1  # knn neighbours
 DEFAULT_N_CENTRES = 4  # centres per ID
 KMEANS_RESTARTS = 10
@@ -39,8 +42,9 @@ KMEANS_MAX_ITER = 300
 
 
 def check_scorer(name: str) -> str:
+    """`name` if it is a scorer; else an `InputError` (a ValueError) listing them."""
     if name not in SCORERS:
-        raise ValueError(f"unknown scorer {name!r}; choose one of {', '.join(SCORERS)}")
+        raise InputError(f"unknown scorer {name!r}; choose one of {', '.join(SCORERS)}")
     return name
 
 

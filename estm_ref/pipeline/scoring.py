@@ -1,14 +1,19 @@
 """Anomaly scores of clips: the one scoring path of `estm test`, `estm score` and training's
 decision thresholds.
 
-`score_batch` is the single place a clip's score is computed (the model's own-class
--log p, `estm_ref.model.own_class_nll`); `score_dataset` runs it over a dataset,
-`score_files` over single WAV files, `fit_thresholds` fits the gamma decision thresholds.
+`pass_batch` is the single place the model looks at clips: one forward gives the fused
+embedding H and the own-class -log p with and without the ArcFace margin
+(`estm_ref.model.own_class_nll`). The training clips' pass under the final model is kept
+in the run folder (`TrainingPass`, `train_embeddings.npz`); `fit_scorers` fits every
+scorer of `estm_ref.pipeline.scorers` on it, with gamma decision thresholds per scorer,
+and `anomaly_scores` turns a pass of new clips into one scorer's scores.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,83 +23,179 @@ import numpy as np
 import torch
 
 from estm_ref.config import Config
-from estm_ref.data import load_clip
 from estm_ref.errors import InputError
 from estm_ref.model import own_class_nll
 from estm_ref.pipeline.metrics import gamma_threshold
-from estm_ref.pipeline.run_dir import load_run, thresholds_key
-from estm_ref.runtime import autocast_for, resolve_device
+from estm_ref.pipeline.run_dir import thresholds_key
+from estm_ref.pipeline.scorers import (DEFAULT_K, DEFAULT_N_CENTRES, FittedScorer, IdKey,
+                                       fit_scorer, group_by_id, score_clips)
+from estm_ref.runtime import autocast_for
 
 log = logging.getLogger(__name__)
 
+EMBEDDINGS_NAME = "train_embeddings.npz"
 ID_PATTERN = re.compile(r"id_(\d{2})")
 
 
 @dataclass
-class Scored:
-    scores: np.ndarray  # (n_clips,) anomaly scores, higher = more anomalous
-    embeddings: np.ndarray  # (n_clips, d_model) fused embeddings
+class ModelPass:
+    """What the model gives for n clips."""
+
+    nll: np.ndarray  # (n,) float64 -log p of the own class, margin on the own class
+    nll_no_margin: np.ndarray  # (n,) float64 the same without the margin
+    embeddings: np.ndarray  # (n, d_model) float32 fused embeddings H
+
+    def nll_for(self, with_margin: bool) -> np.ndarray:
+        return self.nll if with_margin else self.nll_no_margin
+
+    @staticmethod
+    def concat(passes: Sequence["ModelPass"], d_model: int) -> "ModelPass":
+        if not passes:
+            return ModelPass(np.zeros(0), np.zeros(0), np.zeros((0, d_model), np.float32))
+        return ModelPass(*(np.concatenate([getattr(p, f) for p in passes])
+                           for f in ("nll", "nll_no_margin", "embeddings")))
 
 
 @torch.no_grad()
-def score_batch(model, wave: torch.Tensor, cls: torch.Tensor, cfg: Config,
-                with_margin: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """wave: (batch, clip_samples), cls: (batch,) -> (scores (batch,) float64, embeddings
-    (batch, d_model) float32), on the model's device. The margin, when on, is applied to the
-    clip's own class as in training."""
+def pass_batch(model, wave: torch.Tensor, cls: torch.Tensor, cfg: Config) -> ModelPass:
+    """wave: (batch, clip_samples), cls: (batch,) on the model's device -> the batch's pass.
+    The margin, where applied, sits on the clip's own class as in training."""
     with autocast_for(cfg.train.amp, wave.device):
-        out = model(wave, cls if with_margin else None)
-    return own_class_nll(out.logits, cls), out.embedding.float()
+        out = model(wave)
+        with_margin = model.head(out.embedding, cls)
+    return ModelPass(own_class_nll(with_margin, cls).cpu().numpy(),
+                     own_class_nll(out.logits, cls).cpu().numpy(),
+                     out.embedding.float().cpu().numpy())
 
 
-@torch.no_grad()
-def score_dataset(model, dataset, cfg: Config, device: torch.device, with_margin: bool = True,
-                  progress: bool = True, desc: str = "scoring") -> Scored:
-    """Anomaly score and fused embedding of every clip of a `ClipDataset`."""
+def pass_dataset(model, dataset, cfg: Config, device: torch.device, progress: bool = True,
+                 desc: str = "scoring") -> ModelPass:
+    """The pass of every clip of a `ClipDataset`, in its order."""
     from tqdm.auto import tqdm
 
     model.eval()
     loader = torch.utils.data.DataLoader(dataset, batch_size=min(cfg.train.batch_size, 64),
                                          num_workers=cfg.train.num_workers)
-    scores, embeddings = [], []
-    for wave, cls, _, _ in tqdm(loader, desc=desc, disable=not progress, leave=False,
-                                unit="batch"):
-        score, embedding = score_batch(model, wave.to(device), cls.to(device), cfg, with_margin)
-        scores.append(score.cpu())
-        embeddings.append(embedding.cpu())
-    if not scores:
-        return Scored(np.zeros(0), np.zeros((0, 0)))
-    return Scored(torch.cat(scores).numpy(), torch.cat(embeddings).numpy())
+    passes = [pass_batch(model, wave.to(device), cls.to(device), cfg)
+              for wave, cls, _, _ in tqdm(loader, desc=desc, disable=not progress, leave=False,
+                                          unit="batch")]
+    return ModelPass.concat(passes, cfg.model.d_model)
 
 
-def fit_thresholds(model, train_set, cfg: Config, dev: torch.device, progress: bool,
-                   val_set=None) -> dict:
-    """Gamma-fit decision thresholds per (type, id) from normal training-clip scores.
+@dataclass
+class Scored:
+    scores: np.ndarray  # (n_clips,) the paper's nll, higher = more anomalous
+    embeddings: np.ndarray  # (n_clips, d_model) fused embeddings
 
-    With a held-out slice (`val_fraction` > 0) the fit uses its clips, whose scores are
-    not lowered by the model having been fitted to them; an ID with fewer than two
-    held-out clips uses its training clips instead, and the log says which IDs did.
-    """
-    def scores_by_id(dataset, desc: str) -> dict[str, list[float]]:
-        scored = score_dataset(model, dataset, cfg, dev, progress=progress, desc=desc)
-        by_id: dict[str, list[float]] = {}
-        for clip, score in zip(dataset.clips, scored.scores):
-            by_id.setdefault(thresholds_key(clip.machine_type, clip.machine_id), []).append(float(score))
-        return by_id
 
-    fitted: dict[str, list[float]] = {}
-    if val_set is not None:
-        fitted = {k: v for k, v in scores_by_id(val_set, "held-out scores").items() if len(v) >= 2}
-        log.info("decision thresholds fitted on held-out clips for %d ID(s)", len(fitted))
-    fallback = sorted({thresholds_key(c.machine_type, c.machine_id) for c in train_set.clips}
-                      - set(fitted))
-    if fallback:  # training clips are scored only when some ID needs them
-        if val_set is not None:
+def score_dataset(model, dataset, cfg: Config, device: torch.device, with_margin: bool = True,
+                  progress: bool = True, desc: str = "scoring") -> Scored:
+    """The paper's score (nll) and the fused embedding of every clip of a `ClipDataset`."""
+    result = pass_dataset(model, dataset, cfg, device, progress, desc)
+    return Scored(result.nll_for(with_margin), result.embeddings)
+
+
+def model_digest(model: torch.nn.Module) -> str:
+    """sha256 of the model's weights: ties a saved training pass to the weights it came from."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class TrainingPass:
+    """The run's training clips under its final model (no augmentation). Held-out clips
+    (`--val-fraction`) are kept apart: scorers are fitted on the others, and decision
+    thresholds on them where an ID has at least two."""
+
+    keys: list[IdKey]  # (type, id) per clip
+    held_out: np.ndarray  # (n,) bool
+    paths: list[str]
+    result: ModelPass
+    class_list: list[IdKey]
+    digest: str  # model_digest of the weights that produced it
+
+    def save(self, run_dir: Path) -> Path:
+        path = Path(run_dir) / EMBEDDINGS_NAME
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        with open(tmp, "wb") as f:
+            np.savez(f, keys=np.array(self.keys, dtype=str).reshape(-1, 2),
+                     held_out=self.held_out, paths=np.array(self.paths, dtype=str),
+                     nll=self.result.nll, nll_no_margin=self.result.nll_no_margin,
+                     embeddings=self.result.embeddings,
+                     class_list=np.array(self.class_list, dtype=str).reshape(-1, 2),
+                     digest=np.array(self.digest))
+        os.replace(tmp, path)
+        return path
+
+    @staticmethod
+    def load(run_dir: Path) -> "TrainingPass | None":
+        path = Path(run_dir) / EMBEDDINGS_NAME
+        if not path.exists():
+            return None
+        with np.load(path, allow_pickle=False) as z:
+            return TrainingPass([tuple(k) for k in z["keys"].tolist()], z["held_out"],
+                                z["paths"].tolist(),
+                                ModelPass(z["nll"], z["nll_no_margin"], z["embeddings"]),
+                                [tuple(c) for c in z["class_list"].tolist()], str(z["digest"]))
+
+    def bank(self) -> dict[IdKey, np.ndarray]:
+        """{(type, id): embeddings} of the clips scorers are fitted on (not held out)."""
+        keep = ~self.held_out
+        return group_by_id([k for k, h in zip(self.keys, keep) if h], self.result.embeddings[keep])
+
+
+@dataclass
+class Scorers:
+    """Scorers fitted on a run's training pass, and their decision thresholds per ID."""
+
+    fitted: dict[str, FittedScorer]
+    thresholds: dict[str, dict[str, float]]  # scorer -> thresholds_key -> threshold
+    with_margin: bool
+
+
+def fit_scorers(training: TrainingPass, names: Sequence[str], with_margin: bool = True,
+                k: int = DEFAULT_K, n_centres: int = DEFAULT_N_CENTRES,
+                seed: int = 0) -> Scorers:
+    """Fit each scorer in `names` on the training pass and its gamma decision thresholds:
+    from the held-out clips of an ID where it has at least two, else from its training
+    clips (knn leaving each clip out of its own neighbours)."""
+    bank = training.bank()
+    held = group_by_id([k_ for k_, h in zip(training.keys, training.held_out) if h],
+                       training.result.embeddings[training.held_out])
+    held = {key: x for key, x in held.items() if len(x) >= 2}
+    if training.held_out.any():
+        fallback = sorted(set(bank) - set(held))
+        if fallback:
             log.warning("fewer than 2 held-out clips: thresholds from training clips for %s",
-                        ", ".join(fallback))
-        training = scores_by_id(train_set, "training scores")
-        fitted.update((key, training[key]) for key in fallback)
-    return {key: gamma_threshold(scores) for key, scores in sorted(fitted.items())}
+                        ", ".join(thresholds_key(*key) for key in fallback))
+        log.info("decision thresholds fitted on held-out clips for %d ID(s)", len(held))
+    nll = training.result.nll_for(with_margin)
+    fitted, thresholds = {}, {}
+    for name in names:
+        scorer = fit_scorer(name, bank, k=k, n_centres=n_centres, seed=seed)
+        fitted[name] = scorer
+        thresholds[name] = {}
+        for key in bank:
+            mask = np.array([k_ == key for k_ in training.keys])
+            if key in held:
+                scores = scorer.score(key, held[key], nll[mask & training.held_out])
+            elif name == "nll":
+                scores = nll[mask & ~training.held_out]
+            else:
+                scores = scorer.training_scores(key)
+            thresholds[name][thresholds_key(*key)] = gamma_threshold(scores)
+    return Scorers(fitted, thresholds, with_margin)
+
+
+def anomaly_scores(scorers: Scorers, name: str, keys: Sequence[IdKey],
+                   result: ModelPass) -> np.ndarray:
+    """(n,) scores of clips of mixed IDs under scorer `name`: the one function by which
+    `estm test` and `estm score` score a clip."""
+    return score_clips(scorers.fitted[name], keys, result.embeddings,
+                       result.nll_for(scorers.with_margin))
 
 
 def identify(path: Path, machine_type: str | None, machine_id: str | None) -> tuple[str, str]:
@@ -108,32 +209,3 @@ def identify(path: Path, machine_type: str | None, machine_id: str | None) -> tu
             raise InputError(f"{path}: no id_XX in the file name; pass --id")
         machine_id = match.group(1)
     return machine_type, machine_id
-
-
-def score_files(run_dir: Path, files: Sequence[Path], machine_type: str | None = None,
-                machine_id: str | None = None, device: str = "auto",
-                with_margin: bool = True) -> list[dict]:
-    """Score, threshold and decision of each file. A file that cannot be scored (unreadable,
-    unknown machine, bad name) gets an "error" entry instead; the others are still scored."""
-    dev = resolve_device(device)
-    run = load_run(run_dir, dev)
-    index = {c: i for i, c in enumerate(run.class_list)}
-    results = []
-    for path in map(Path, files):
-        try:
-            key = identify(path, machine_type, machine_id)
-            if key not in index:
-                known = ", ".join(f"{t}/id_{i}" for t, i in run.class_list)
-                raise InputError(f"{path}: the model was not trained on {key[0]}/id_{key[1]} "
-                                 f"(it knows {known})")
-            wave = torch.from_numpy(load_clip(path, run.cfg.features))[None].to(dev)
-        except InputError as err:
-            results.append({"file": str(path), "error": str(err)})
-            continue
-        cls = torch.tensor([index[key]], device=dev)
-        score = float(score_batch(run.model, wave, cls, run.cfg, with_margin)[0][0])
-        threshold = run.thresholds.get(thresholds_key(*key))
-        results.append({"file": str(path), "machine_type": key[0], "machine_id": key[1],
-                        "score": score, "threshold": threshold,
-                        "decision": None if threshold is None else int(score > threshold)})
-    return results

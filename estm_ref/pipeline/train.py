@@ -24,7 +24,8 @@ from estm_ref.data import ClipDataset, build_class_list, scan_roots, summary_tab
 from estm_ref.errors import InputError, TrainingError
 from estm_ref.model import build_model
 from estm_ref.pipeline import run_dir as rd
-from estm_ref.pipeline.scoring import fit_thresholds
+from estm_ref.pipeline.scoring import fit_scorers
+from estm_ref.pipeline.training_pass import compute_training_pass, split_validation
 from estm_ref.runtime import Dist, autocast_for, init_distributed, resolve_device
 from estm_ref.scan import resolve_backend
 
@@ -44,24 +45,6 @@ def lr_lambda(cfg: Config):
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
-
-
-def split_validation(clips, fraction: float, seed: int):
-    """A seeded held-out slice of training normals per (type, id); never test data."""
-    if fraction <= 0:
-        return list(clips), []
-    gen = torch.Generator().manual_seed(seed)
-    by_class: dict[tuple[str, str], list] = {}
-    for c in clips:
-        by_class.setdefault((c.machine_type, c.machine_id), []).append(c)
-    train, val = [], []
-    for key in sorted(by_class):
-        group = by_class[key]
-        order = torch.randperm(len(group), generator=gen).tolist()
-        n_val = int(round(fraction * len(group)))
-        val += [group[i] for i in order[:n_val]]
-        train += [group[i] for i in order[n_val:]]
-    return train, val
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -225,12 +208,20 @@ def train(cfg: Config, data_roots: Sequence[Path | str], run_dir: Path | str,
         ddp.barrier()
 
     if ddp.is_main:
-        thresholds = fit_thresholds(model, s.datasets["train"], cfg, dev, progress,
-                                    val_set=s.datasets.get("val"))
-        (run_dir / rd.THRESHOLDS_NAME).write_text(json.dumps(thresholds, indent=2) + "\n")
+        _save_training_pass(s, model, progress)
     ddp.barrier()
     return {"run_dir": str(run_dir), "epochs": cfg.train.epochs, "classes": len(s.class_list),
             "skipped_files": skipped, "last_epoch": last, "backend": backend, "model": model}
+
+
+def _save_training_pass(s: Session, model, progress: bool) -> None:
+    """The training clips under the final model, kept for the scorers of test and score,
+    and the paper's decision thresholds (nll, with the margin) in thresholds.json."""
+    training = compute_training_pass(model, s.datasets["train"], s.datasets.get("val"), s.cfg,
+                                     s.device, s.class_list, progress)
+    log.info("training clips' embeddings saved to %s", training.save(s.run_dir))
+    thresholds = fit_scorers(training, ["nll"]).thresholds["nll"]
+    (s.run_dir / rd.THRESHOLDS_NAME).write_text(json.dumps(thresholds, indent=2) + "\n")
 
 
 def _train_epoch(net, loader, optimizer, cfg: Config, dev: torch.device, epoch: int,

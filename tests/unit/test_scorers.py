@@ -9,6 +9,7 @@ from sklearn.cluster import KMeans
 from sklearn.covariance import LedoitWolf
 from sklearn.neighbors import NearestNeighbors
 
+from estm_ref.errors import InputError
 from estm_ref.pipeline.scorers import (EMBEDDING_SCORERS, SCORERS, fit_scorer, group_by_id,
                                        kmeans, score_clips)
 
@@ -175,7 +176,7 @@ def test_group_by_id_and_score_clips_keep_clip_order(data):
 
 def test_errors_name_the_problem(data):
     train, test = data
-    with pytest.raises(ValueError, match="unknown scorer 'gmm'.*nll, knn, centres, mahalanobis"):
+    with pytest.raises(InputError, match="unknown scorer 'gmm'.*nll, knn, centres, mahalanobis"):
         fit_scorer("gmm", train)
     fitted = fit_scorer("knn", {("fan", "00"): train[("fan", "00")]})
     with pytest.raises(ValueError, match="no training embeddings of pump/id_03 .*fan/id_00"):
@@ -190,3 +191,53 @@ def test_errors_name_the_problem(data):
         fit_scorer("knn", {("fan", "00"): np.full((3, DIM), np.nan)})
     with pytest.raises(ValueError, match="k and n_centres must be at least 1"):
         fit_scorer("knn", train, k=0)
+
+
+def test_thresholds_per_scorer_come_from_held_out_clips_where_an_id_has_two(data, caplog,
+                                                                           monkeypatch):
+    from estm_ref.pipeline import scoring
+    from estm_ref.pipeline.scoring import ModelPass, TrainingPass, fit_scorers
+
+    # record what each gamma fit is given (the fit itself, ill-conditioned on a few scores,
+    # is tested in test_metrics); the "threshold" is the index of the recorded scores
+    fits = []
+    monkeypatch.setattr(scoring, "gamma_threshold",
+                        lambda s: fits.append(np.array(s)) or len(fits) - 1)
+    train, test = data
+    a, b = ("fan", "00"), ("valve", "02")  # a: 3 held-out clips; b: 1, so its training clips
+    parts = [(a, train[a], False), (a, test[a][:3], True), (b, train[b], False),
+             (b, test[b][:1], True)]
+    keys = [key for key, x, _ in parts for _ in x]
+    held = np.concatenate([[h] * len(x) for _, x, h in parts])
+    embeddings = np.concatenate([x for _, x, _ in parts]).astype(np.float32)
+    nll = np.random.default_rng(0).gamma(2.0, 1.0, len(keys))
+    training = TrainingPass(keys, held, [f"{i}.wav" for i in range(len(keys))],
+                            ModelPass(nll, nll / 2, embeddings), [a, b], "digest")
+    with caplog.at_level(logging.WARNING):
+        scorers = fit_scorers(training, SCORERS, k=3)
+    assert "thresholds from training clips for valve/id_02" in caplog.text
+    e64 = embeddings.astype(np.float64)
+
+    def rows(key, held_out):
+        return [k == key and h == held_out for k, h in zip(keys, held)]
+
+    assert len(scorers.fitted["knn"].stats[a]["bank"]) == len(train[a])  # held-out clips left out
+    nn = {key: NearestNeighbors(n_neighbors=3, metric="cosine", algorithm="brute")
+          .fit(e64[rows(key, False)]) for key in (a, b)}
+    lw = {key: LedoitWolf().fit(_unit(e64[rows(key, False)])) for key in (a, b)}
+    expected = {
+        ("nll", a): nll[rows(a, True)],
+        ("nll", b): nll[rows(b, False)],
+        ("knn", a): nn[a].kneighbors(e64[rows(a, True)])[0].mean(1),
+        ("knn", b): nn[b].kneighbors()[0].mean(1),  # leave-one-out
+        ("mahalanobis", a): lw[a].mahalanobis(_unit(e64[rows(a, True)])),
+        ("mahalanobis", b): lw[b].mahalanobis(_unit(e64[rows(b, False)])),
+    }
+    for (name, key), scores in expected.items():
+        fitted_on = fits[scorers.thresholds[name][f"{key[0]}/id_{key[1]}"]]
+        np.testing.assert_allclose(fitted_on, scores, rtol=1e-7, err_msg=f"{name} {key}")
+    assert len(fits[scorers.thresholds["centres"]["fan/id_00"]]) == 3
+    assert len(fits[scorers.thresholds["centres"]["valve/id_02"]]) == len(train[b])
+    no_margin = fit_scorers(training, ["nll"], with_margin=False)  # the nll it is compared with
+    np.testing.assert_array_equal(fits[no_margin.thresholds["nll"]["fan/id_00"]],
+                                  expected[("nll", a)] / 2)

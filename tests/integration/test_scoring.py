@@ -1,0 +1,148 @@
+"""Scorers end to end: the saved training embeddings, `estm test` with every scorer, `estm
+score` agreeing with it, and a run without saved embeddings (one tiny run for the module)."""
+
+import csv
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+import scipy.stats
+from sklearn.covariance import LedoitWolf
+
+from estm_ref.cli.main import main
+from estm_ref.pipeline.scorers import SCORERS
+from estm_ref.pipeline.scoring import EMBEDDINGS_NAME
+
+pytest.importorskip("soundfile", reason="the pipeline reads and writes WAV files")
+
+TINY_TRAIN = ["--d-model", "32", "--depth", "1", "--d-state", "8", "--scan-backend", "ref",
+              "--batch-size", "8", "--lr", "1e-3", "--no-cache-audio", "--no-progress",
+              "--clip-samples", "16000"]
+RUN_FILES = ("checkpoint.pt", "config.json", "thresholds.json", "metrics.csv")
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from estm_ref.synth.generate import generate
+
+    root = tmp_path_factory.mktemp("data")
+    generate(root, seed=3, ids_per_type=2, train_per_id=5, test_per_id=4, types=["fan", "slider"],
+             duration_s=1.0, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_data, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    assert main(["--quiet", "train", "--data-root", str(tiny_data), "--out", str(run_dir),
+                 "--epochs", "2", *TINY_TRAIN]) == 0
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def tested(tiny_data, tiny_run):
+    """`estm test --scorer mahalanobis` on the tiny run: its printed table and scores.csv."""
+    out = tiny_run / "test-mahalanobis"
+    args = ["test", "--run", tiny_run, "--data-root", tiny_data, "--out", out, "--no-plots",
+            "--no-progress", "--scorer", "mahalanobis"]
+    assert main(["--quiet", *map(str, args)]) == 0
+    return out, list(csv.DictReader(open(out / "scores.csv")))
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_training_saves_the_training_clips_embeddings_with_the_class_list(tiny_run):
+    with np.load(tiny_run / EMBEDDINGS_NAME) as z:
+        assert z["embeddings"].shape == (20, 32) and np.isfinite(z["embeddings"]).all()
+        assert z["class_list"].tolist() == [["fan", "00"], ["fan", "01"], ["slider", "00"],
+                                            ["slider", "01"]]
+        assert sorted(map(tuple, z["keys"].tolist())).count(("fan", "01")) == 5
+        assert not z["held_out"].any()
+        assert all("/train/" in p for p in z["paths"].tolist())
+        assert (z["nll"] >= z["nll_no_margin"]).all()  # the margin lowers the own logit
+
+
+def test_test_prints_every_scorer_and_writes_the_chosen_ones_files(tiny_run, tested, capsys):
+    out, rows = tested
+    for row in rows:  # the chosen scorer's score is the DCASE one
+        assert row["score"] == row["score_mahalanobis"]
+        assert {f"score_{name}" for name in SCORERS} <= set(row)
+    table = (out / "scorers.md").read_text()
+    for name in SCORERS:
+        assert name in table
+    # decisions: threshold = 90th percentile of a gamma fitted to the training clips' in-sample
+    # Mahalanobis scores, recomputed here with scikit-learn's Ledoit-Wolf on the saved embeddings
+    with np.load(tiny_run / EMBEDDINGS_NAME) as z:
+        keys = [tuple(k) for k in z["keys"].tolist()]
+        embeddings = z["embeddings"].astype(np.float64)
+    for key in sorted(set(keys)):
+        train = _unit(embeddings[[k == key for k in keys]])
+        scores = LedoitWolf().fit(train).mahalanobis(train)
+        threshold = scipy.stats.gamma.ppf(0.9, *scipy.stats.gamma.fit(scores))
+        stem = f"{key[0]}_id_{key[1]}.csv"
+        written = dict(csv.reader(open(out / f"anomaly_score_{stem}")))
+        decided = dict(csv.reader(open(out / f"decision_result_{stem}")))
+        assert written.keys() == decided.keys() and len(written) == 4
+        for name, value in written.items():
+            if abs(float(value) - threshold) > 1e-6 * threshold:  # not a tie at the threshold
+                assert decided[name] == str(int(float(value) > threshold)), (key, name)
+
+
+def test_score_gives_the_score_test_gave_for_the_same_clip_and_scorer(tiny_run, tested, capsys):
+    _, rows = tested
+    fan, slider = rows[0], rows[-1]
+    assert fan["machine_type"] != slider["machine_type"]
+    for name in SCORERS:
+        capsys.readouterr()
+        assert main(["--quiet", "score", "--run", str(tiny_run), "--json", "--scorer", name,
+                     fan["path"], slider["path"]]) == 0
+        results = json.loads(capsys.readouterr().out)
+        for row, result in zip((fan, slider), results):
+            assert result["scorer"] == name
+            # the model sees the clip alone here and in a batch of 8 there: float32 rounding
+            assert result["score"] == pytest.approx(float(row[f"score_{name}"]), rel=1e-4,
+                                                    abs=1e-6), (name, row["path"])
+
+
+def test_unknown_scorer_is_a_one_line_error(tiny_run, tiny_data, caplog):
+    wav = next((tiny_data / "fan" / "test").glob("*.wav"))
+    assert main(["--quiet", "score", "--run", str(tiny_run), "--scorer", "gmm", str(wav)]) == 2
+    assert main(["--quiet", "test", "--run", str(tiny_run), "--data-root", str(tiny_data),
+                 "--scorer", "gmm", "--no-plots"]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors and all("unknown scorer 'gmm'" in e and "\n" not in e for e in errors)
+
+
+def test_a_run_without_saved_embeddings_gets_them_from_its_training_clips(tiny_run, tiny_data,
+                                                                         tmp_path, caplog):
+    old = tmp_path / "old-run"
+    old.mkdir()
+    for name in RUN_FILES:
+        shutil.copy(tiny_run / name, old / name)
+    wav = next((tiny_data / "fan" / "test").glob("anomaly_*.wav"))
+    assert main(["--quiet", "score", "--run", str(old), "--scorer", "knn", str(wav)]) == 2
+    (error,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert "--data-root" in error and EMBEDDINGS_NAME in error and "\n" not in error
+    # test clips added to the data folder change nothing: only training clips are used
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    extra = data / "fan" / "test" / "anomaly_id_00_99999999.wav"
+    shutil.copy(wav, extra)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main(["score", "--run", str(old), "--scorer", "knn", "--data-root", str(data),
+                     str(wav)]) == 0
+    assert "computing them from the training clips" in caplog.text
+    with np.load(tiny_run / EMBEDDINGS_NAME) as a, np.load(old / EMBEDDINGS_NAME) as b:
+        assert a["keys"].tolist() == b["keys"].tolist()
+        assert [p.split("/")[-1] for p in a["paths"]] == [p.split("/")[-1] for p in b["paths"]]
+        np.testing.assert_array_equal(a["embeddings"], b["embeddings"])  # same weights, batches
+        np.testing.assert_array_equal(a["nll"], b["nll"])
+    caplog.clear()  # now saved: the next use reuses it
+    with caplog.at_level(logging.INFO):
+        assert main(["score", "--run", str(old), "--scorer", "knn", str(wav)]) == 0
+    assert "computing" not in caplog.text
