@@ -58,14 +58,14 @@ class ScanConfig:
 # The pinned set (no autotuning): (config, longest L, largest N it is chosen for). Each was
 # compiled for sm_80 and sm_90 in float32 and bfloat16 without a register spill
 # (bench/scan_registers.py; record in bench/results/scan-registers.md); BLOCK_N is fixed
-# per class of N so that the compiled variants are exactly these. Tiles of 1,024 elements
-# at 4 warps where the state is small; fewer channels per program as N grows, since the
-# carried state and the dA accumulator are BLOCK_D x BLOCK_N registers.
+# per class of N so that the compiled variants are exactly these. The channel block is as
+# wide as registers allow: the backward's dB, dC partial sums are one (batch, G, N, L)
+# slab per channel block, so BLOCK_D sets the bytes they add (bench/scan_cost.py). As N
+# grows the block narrows, since the carried state and the dA accumulator are
+# BLOCK_D x BLOCK_N registers.
 UNBOUNDED = 1 << 62
 CONFIGS: tuple[tuple[ScanConfig, int, int], ...] = (
-    (ScanConfig(32, 32, 4, 16), 32, 16),  # ESTM: 13 and 17 tokens, one tile
-    (ScanConfig(16, 64, 4, 16), 64, 16),
-    (ScanConfig(4, 128, 4, 16), UNBOUNDED, 16),  # long sequences, Mamba's d_state
+    (ScanConfig(32, 32, 4, 16), UNBOUNDED, 16),  # Mamba's d_state; ESTM's 13 and 17 tokens are one tile
     (ScanConfig(16, 32, 4, 64), UNBOUNDED, 64),
     (ScanConfig(2, 64, 4, 256), UNBOUNDED, 256),
 )
