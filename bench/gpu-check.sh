@@ -3,11 +3,14 @@
 #
 # Steps, each under `timeout`, each logged to $OUT/<step>.log:
 #   device       nvidia-smi, torch / triton / Python versions        (limit  30 s)
+#   determinism  the scan's gradients bit-identical run to run       (limit  60 s)
 #   gpu-tests    python3 -m pytest -q -m gpu tests                   (limit 120 s)
 #   selfcheck    python3 -m estm_ref selfcheck --device cuda         (limit  60 s)
-#   bench-scan   bench/scan.py, rows past 120 s skipped as such      (limit 180 s)
+#   bench-scan   bench/scan.py: triton, ref, mambapy and mamba-ssm (each when importable)
+#                at ESTM's and language-model shapes, with the cost model's bound beside
+#                every time; rows past 120 s skipped as such          (limit 180 s)
 #   bench-train  bench/train_step.py, batch 128                      (limit  90 s)
-# At most 8 minutes if every step runs into its limit. The benchmarks write their
+# At most 9 minutes if every step runs into its limit. The benchmarks write their
 # CSV / Markdown / PNG files into $OUT; $OUT/summary.txt lists each step's exit code and time.
 #
 # Without a CUDA device nothing is run: the script says so (also in $OUT/summary.txt) and
@@ -60,6 +63,7 @@ step device 30 bash -c '
   fi
   "$PY" -c "import platform, torch, triton; print(\"python\", platform.python_version(), \"| torch\", torch.__version__, \"| triton\", triton.__version__, \"| device\", torch.cuda.get_device_name())"
   echo "git commit: $(git rev-parse HEAD 2> /dev/null || echo "${BENCH_COMMIT:-unknown (not a git checkout)}")"'
+step determinism 60 "$PY" -m pytest -q -m gpu tests/kernel/test_scan_parity.py -k bit_identical
 step gpu-tests 120 "$PY" -m pytest -q -m gpu tests
 step selfcheck 60 "$PY" -m estm_ref selfcheck --device cuda
 step bench-scan 180 "$PY" bench/scan.py --device cuda --out "$OUT" --time-budget-s 120

@@ -2,43 +2,32 @@
 
     python bench/scan.py [--quick] [--out DIR] [--device cuda]     (or: estm bench scan ...)
 
-Backends. One that cannot run at all gets a `skipped` row per shape with the reason,
-in the table and in the log; nothing falls back to another backend.
-
-  triton       `triton_kernels.selective_scan.selective_scan_fn` on CUDA. On CPU it runs
-               only through the Triton interpreter, as one tiny row labelled
-               `triton-interpreter` with status `smoke`: it shows the kernel runs on this
-               machine; its time is the interpreter's and is compared with nothing.
-  ref          `estm_ref.scan.selective_scan_ref`, eager.
-  ref-compile  the same function under `torch.compile(dynamic=False)`. The reference's
-               Python loop over L is unrolled when traced, so compile time grows with L:
-               rows above --compile-max-len are skipped. first_call_s is the compile time.
-  mambapy      the parallel (Blelloch) scan `mambapy.pscan.pscan`, wrapped into this
-               scan's semantics (`mambapy_scan`); optional, skipped when not importable.
-  mamba-ssm    `mamba_ssm.ops.selective_scan_interface.selective_scan_fn` (optional, CUDA).
+Backends (`bench/scan_backends.py`): triton, ref, ref-compile, mambapy, mamba-ssm. One that
+cannot run gets a `skipped` row with the reason; nothing falls back to another backend.
+On CPU the Triton kernel runs only as one `triton-interpreter` smoke row.
 
 Inputs are those of a Mamba block: u, delta, z (batch, dim, L) and B, C (batch, N, L) in
 the row's dtype, A = -(1..N) for every channel, D = 1 and delta_bias (dim,) in float32,
-delta_softplus=True. "fwd" is an inference forward (no autograd graph); "fwd+bwd" is
-the forward with autograd plus `torch.autograd.grad` of all eight inputs for a random dy.
-Every fwd row of a backend other than ref is compared with the reference on the same
-inputs (when the reference fits) within `estm_ref.scan.parity`'s tolerances: a backend
-that computes something else is reported as an error, not timed as a success.
+delta_softplus=True. "fwd" is an inference forward (no autograd graph); "fwd+bwd" is the
+forward with autograd plus `torch.autograd.grad` of all eight inputs for a random dy.
+Every row of a backend other than ref is compared with the reference on the same inputs
+(when the reference fits) by the parity harness (`estm_ref.scan.parity.compare`, with its
+tolerances): a backend that computes something else is an error, not a timed success.
 
-Columns (per row): ms (median, see bench/common.py for the method), bytes (`bytes_moved`),
-gb_s = bytes / time, copy_gb_s = a torch copy on the same device in the same run (bytes
-read + written), roofline_pct = 100 * gb_s / copy_gb_s, exp_evals (`exp_evaluations`),
-gexp_s = exp_evals / time / 1e9, speedup_vs_ref = ref ms / this ms for the same shape,
-dtype and pass in the same run.
+Columns: ms (median, see bench/common.py), bytes (`scan_cost.bytes_moved`, the floor),
+gb_s = bytes / time, copy_gb_s (a torch copy on the same device in the same run),
+roofline_pct = 100 * gb_s / copy_gb_s, exp_evals (`scan_cost.exp_evaluations`), gexp_s,
+speedup_vs_ref (same shape, dtype and pass, same run), and on CUDA the cost model's
+bound (`scan_cost`: the floor bytes at the measured copy bandwidth, the backend's exps at
+the device's datasheet special-function rate): model_us, model_limit (memory or exp) and
+pct_of_model = 100 * bound / time.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -49,249 +38,27 @@ if __package__ in (None, ""):  # run as `python bench/scan.py`: import from this
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
-import torch.nn.functional as F
 
 from bench.common import (Stamp, Timing, add_common_arguments, available_memory, copy_bandwidth,
                           fmt, free_device_memory, import_pyplot, markdown_table, resolve_device,
                           result_path, setup_logging, time_call, write_csv, write_markdown)
-from estm_ref.scan import selective_scan_ref
+from bench.scan_backends import (BACKENDS, REF, Backend, load_backend, make_inputs, memory_estimate,
+                                 workload)
+from bench.scan_cost import (EXP_PER_PASS, LM_SHAPES, Shape, bound, bytes_moved, device_model,
+                             estm_shapes, exp_evaluations)
+from estm_ref.scan.parity import compare, tolerance
 
 log = logging.getLogger("bench.scan")
 
 PASSES = ("fwd", "fwd+bwd")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-BACKENDS = ("triton", "ref", "ref-compile", "mambapy", "mamba-ssm")
 COLUMNS = ["backend", "pass", "dtype", "batch", "dim", "L", "N", "status", "ms", "timing",
            "reps", "first_call_s", "bytes", "gb_s", "copy_gb_s", "roofline_pct", "exp_evals",
-           "gexp_s", "speedup_vs_ref", "max_abs_err_vs_ref", "note"]
-
-
-@dataclass(frozen=True)
-class Shape:
-    batch: int
-    dim: int  # d_inner
-    L: int
-    N: int  # d_state
-
-    @property
-    def elements(self) -> int:
-        """batch * dim * L * N: the size of the (never materialised) state sequence."""
-        return self.batch * self.dim * self.L * self.N
-
-    def __str__(self) -> str:
-        return f"{self.batch}x{self.dim}x{self.L}x{self.N}"
-
-
-def estm_shapes() -> list[Shape]:
-    """ESTM's scans at the default config: batch 128, d_inner 256, N 16, and the two
-    sequence lengths, n_time_patches + 1 = 13 (TMamba) and n_freq_patches + 1 = 17 (SMamba)."""
-    from estm_ref.config import Config
-
-    cfg = Config()
-    m = cfg.model
-    return [Shape(cfg.train.batch_size, m.d_inner, n + 1, m.d_state)
-            for n in (m.n_time_patches, m.n_freq_patches)]
-
-
-# language-model scans: Mamba-130M's d_inner, long sequences
-LM_SHAPES = [Shape(8, 1536, L, 16) for L in (512, 1024, 2048, 4096, 8192)]
+           "gexp_s", "model_us", "model_limit", "pct_of_model", "speedup_vs_ref",
+           "max_abs_err_vs_ref", "note"]
 QUICK_EXTRA = [Shape(2, 256, 512, 16)]
 SMOKE_SHAPE = Shape(1, 32, 16, 16)  # the Triton interpreter row on CPU
-# Peak memory of the reference per state element (batch*dim*L*N): it materialises
-# float32 (batch, dim, L, N) decay, drive and state tensors. Measured as the growth of the
-# peak RSS at 2x256x2048x16 on CPU: 20 bytes for fwd, 36 for fwd+bwd; with some margin:
-REF_BYTES_PER_ELEMENT = {"fwd": 24, "fwd+bwd": 40}
 MEMORY_FRACTION = 0.7  # of the memory available when a row starts
-
-
-# ----------------------------------------------------------------------------- what a row counts
-
-
-def bytes_moved(shape: Shape, dtype: torch.dtype, pass_: str) -> int:
-    """Bytes a scan must move at the least: each input read once, each output written once.
-
-    With s = bytes per element of `dtype` (u, delta, z, B, C, y and their gradients),
-    seq = batch*dim*L, bc = batch*N*L, and par = 4*(dim*N + 2*dim) for the float32
-    A, D, delta_bias (and, backwards, their gradients):
-
-        fwd      = s*(4*seq + 2*bc) + par       read u, delta, z, B, C, A, D, delta_bias; write y
-        backward = s*(7*seq + 4*bc) + 2*par     read u, delta, z, dy, B, C, A, D, delta_bias;
-                                                write du, ddelta, dz, dB, dC, dA, dD, d(delta_bias)
-        fwd+bwd  = fwd + backward = s*(11*seq + 6*bc) + 3*par
-
-    What an implementation moves on top (the kernel's chunk states and partial sums, the
-    reference's per-step tensors) is not counted: this is the floor the roofline refers to.
-    """
-    s = torch.empty((), dtype=dtype).element_size()
-    seq = shape.batch * shape.dim * shape.L
-    bc = shape.batch * shape.N * shape.L
-    par = 4 * (shape.dim * shape.N + 2 * shape.dim)
-    fwd = s * (4 * seq + 2 * bc) + par
-    if pass_ == "fwd":
-        return fwd
-    return fwd + s * (7 * seq + 4 * bc) + 2 * par
-
-
-# exp(delta * A) evaluations per pass, in units of E = batch*dim*L*N (the exps inside
-# softplus and sigmoid are O(batch*dim*L), N times fewer, and are not counted):
-EXP_PER_PASS = {
-    # fwd: once per step. fwd+bwd: the forward (1), the backward's recomputation of each
-    # chunk's forward from its saved start state (1), and the adjoint recurrence (1).
-    "triton": {"fwd": 1, "fwd+bwd": 3},
-    # one exp for all steps at once; autograd's backward of exp reuses the saved output
-    "ref": {"fwd": 1, "fwd+bwd": 1},
-    # the graph as written; inductor's partitioner may recompute it in the backward
-    # instead of saving it, which this lower bound does not see
-    "ref-compile": {"fwd": 1, "fwd+bwd": 1},
-    # the exp is evaluated by `mambapy_scan` in torch, before pscan; saved for the backward
-    "mambapy": {"fwd": 1, "fwd+bwd": 1},
-    # the CUDA backward recomputes exp once per step and reuses it for the reverse scan
-    "mamba-ssm": {"fwd": 1, "fwd+bwd": 2},
-}
-EXP_PER_PASS["triton-interpreter"] = EXP_PER_PASS["triton"]
-
-
-def exp_evaluations(backend: str, shape: Shape, pass_: str) -> int:
-    """exp(delta * A) evaluations of one call: EXP_PER_PASS[backend][pass] * batch*dim*L*N."""
-    return EXP_PER_PASS[backend][pass_] * shape.elements
-
-
-# ----------------------------------------------------------------------------- backends
-
-
-@dataclass
-class Backend:
-    name: str
-    scan: Callable | None  # the selective_scan signature; None when it cannot run
-    reason: str = ""  # why scan is None
-    smoke: bool = False  # runs only the smoke shape; its time is not a performance number
-    compiled: bool = False
-
-
-REF = Backend("ref", selective_scan_ref)
-
-
-def mambapy_scan(pscan, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-    """This scan's semantics (see `selective_scan_ref`) around mambapy's parallel scan.
-
-    pscan(A_bar, X) takes (batch, L, dim, N) tensors and returns h with
-    h[t] = A_bar[t] * h[t-1] + X[t]; it pads L to a power of two internally. Float32
-    throughout; B, C of shape (batch, N, L) only.
-    """
-    if B.dim() != 3:
-        raise ValueError("mambapy_scan takes B, C of shape (batch, N, L)")
-    f32 = torch.float32
-    dt = delta.to(f32)
-    if delta_bias is not None:
-        dt = dt + delta_bias[None, :, None]
-    if delta_softplus:
-        dt = F.softplus(dt, threshold=20.0)
-    dt = dt.transpose(1, 2)  # (batch, L, dim)
-    u_t = u.to(f32).transpose(1, 2)
-    a_bar = torch.exp(dt.unsqueeze(-1) * A)  # (batch, L, dim, N)
-    x = (dt * u_t).unsqueeze(-1) * B.to(f32).transpose(1, 2).unsqueeze(2)
-    h = pscan(a_bar, x)
-    y = (h @ C.to(f32).transpose(1, 2).unsqueeze(-1)).squeeze(-1)  # (batch, L, dim)
-    if D is not None:
-        y = y + D * u_t
-    y = y.transpose(1, 2)
-    if z is not None:
-        y = y * F.silu(z.to(f32))
-    return y.to(u.dtype)
-
-
-def load_backend(name: str, device: torch.device) -> Backend:
-    if name == "ref":
-        return REF
-    if name == "ref-compile":
-        return Backend("ref-compile", selective_scan_ref, compiled=True)
-    if name == "triton":
-        return _load_triton(device)
-    if name == "mambapy":
-        try:
-            from mambapy.pscan import pscan
-        except ImportError as err:
-            return Backend("mambapy", None, f"mambapy is not importable ({err}); it is optional")
-        return Backend("mambapy", functools.partial(mambapy_scan, pscan))
-    if name == "mamba-ssm":
-        if device.type != "cuda":
-            return Backend("mamba-ssm", None, "mamba-ssm's scan is a CUDA extension")
-        try:
-            from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-        except ImportError as err:
-            return Backend("mamba-ssm", None, f"mamba_ssm is not importable ({err}); it is optional")
-        return Backend("mamba-ssm", selective_scan_fn)
-    raise ValueError(f"unknown backend {name!r}; choose from {BACKENDS}")
-
-
-def _load_triton(device: torch.device) -> Backend:
-    """The kernel on CUDA; on CPU the interpreter, setting TRITON_INTERPRET=1 for this
-    process when triton is not imported yet (a script's first import of it)."""
-    if device.type == "cpu" and "TRITON_INTERPRET" not in os.environ:
-        if "triton" in sys.modules:
-            return Backend("triton", None, "triton was imported before TRITON_INTERPRET=1 could be "
-                                           "set; run with TRITON_INTERPRET=1 for the interpreter row")
-        # read when triton.language and the kernels are decorated, i.e. at their import
-        os.environ["TRITON_INTERPRET"] = "1"
-    try:
-        from triton_kernels import selective_scan as kernel
-    except ImportError as err:
-        return Backend("triton", None, f"triton_kernels.selective_scan is not importable ({err})")
-    if device.type == "cuda" and kernel.INTERPRETED:
-        return Backend("triton", None, "TRITON_INTERPRET=1 is set: unset it to time the compiled kernel")
-    if device.type == "cuda":
-        return Backend("triton", kernel.selective_scan_fn)
-    if device.type == "cpu" and kernel.INTERPRETED:
-        return Backend("triton-interpreter", kernel.selective_scan_fn, smoke=True)
-    return Backend("triton", None, f"the Triton kernel runs on CUDA, or on CPU under TRITON_INTERPRET=1 "
-                                   f"set before its import (device {device}, TRITON_INTERPRET="
-                                   f"{os.environ.get('TRITON_INTERPRET')!r})")
-
-
-# ----------------------------------------------------------------------------- one row
-
-
-def make_inputs(shape: Shape, dtype: torch.dtype, device: torch.device, requires_grad: bool,
-                seed: int = 0) -> dict[str, torch.Tensor]:
-    """Mamba-block-like inputs: delta_bias = softplus^-1 of dt log-uniform in [1e-3, 1e-1]."""
-    g = torch.Generator(device=device).manual_seed(seed)
-    b, d, L, N = shape.batch, shape.dim, shape.L, shape.N
-
-    def rand(*size, dtype=dtype, scale=1.0):
-        return (scale * torch.randn(*size, generator=g, device=device)).to(dtype)
-
-    dt = torch.exp(torch.empty(d, device=device).uniform_(math.log(1e-3), math.log(1e-1), generator=g))
-    inputs = {
-        "u": rand(b, d, L), "delta": rand(b, d, L, scale=0.5),
-        "A": -torch.arange(1, N + 1, dtype=torch.float32, device=device).repeat(d, 1),
-        "B": rand(b, N, L), "C": rand(b, N, L),
-        "D": torch.ones(d, device=device), "z": rand(b, d, L),
-        "delta_bias": dt + torch.log(-torch.expm1(-dt)),
-    }
-    for t in inputs.values():
-        t.requires_grad_(requires_grad)
-    return inputs
-
-
-def _call(scan, inputs: dict) -> torch.Tensor:
-    x = inputs
-    return scan(x["u"], x["delta"], x["A"], x["B"], x["C"], D=x["D"], z=x["z"],
-                delta_bias=x["delta_bias"], delta_softplus=True)
-
-
-def workload(scan, inputs: dict, dy: torch.Tensor | None) -> Callable[[], tuple]:
-    """One call of a pass: fwd (dy None) -> (y,); fwd+bwd -> (y, grad of each input)."""
-    if dy is None:
-        def run():
-            with torch.no_grad():
-                return (_call(scan, inputs),)
-        return run
-    wrt = list(inputs.values())
-
-    def run():
-        y = _call(scan, inputs)
-        return (y.detach(), *torch.autograd.grad(y, wrt, dy))
-    return run
 
 
 @dataclass
@@ -316,23 +83,11 @@ def skip_reason(backend: Backend, shape: Shape, dtype_name: str, pass_: str, opt
                     "reference's loop over L; compile time grows with L)")
         if dtype_name not in opts.compile_dtypes:
             return f"{dtype_name} not in --compile-dtypes {','.join(opts.compile_dtypes)}"
-    need = _memory_estimate(backend.name, shape, pass_)
+    need = memory_estimate(backend.name, shape, pass_)
     avail = available_memory(device)
     if need and avail is not None and need > MEMORY_FRACTION * avail:
         return (f"needs about {need / 1e9:.1f} GB, {avail / 1e9:.1f} GB available on {device}")
     return None
-
-
-def _memory_estimate(backend: str, shape: Shape, pass_: str) -> int:
-    """Bytes of the per-step / per-state tensors a backend keeps (0: nothing of that size)."""
-    if backend in ("ref", "ref-compile"):
-        return REF_BYTES_PER_ELEMENT[pass_] * shape.elements
-    if backend == "mambapy":
-        # float32 (batch, L', dim, N) tensors, L' the next power of two: a_bar, x, pscan's
-        # two working copies and the product with C; about twice that with the backward
-        padded = shape.batch * shape.dim * shape.N * 2 ** math.ceil(math.log2(shape.L))
-        return 4 * padded * (5 if pass_ == "fwd" else 12)
-    return 0
 
 
 def run_row(backend: Backend, shape: Shape | None, dtype_name: str | None, pass_: str | None,
@@ -386,11 +141,11 @@ def run_row(backend: Backend, shape: Shape | None, dtype_name: str | None, pass_
     if backend.smoke:
         note = ("TRITON_INTERPRET=1 on CPU: shows the kernel runs here; the time is the "
                 "interpreter's, not a performance number") + (f"; {note}" if note else "")
-    return {**row, **_derived(row, timing, copy_gb_s, smoke=backend.smoke), "status": status,
+    return {**row, **_derived(row, timing, copy_gb_s, backend.smoke, device), "status": status,
             "max_abs_err_vs_ref": err, "note": note}
 
 
-def _derived(row: dict, timing: Timing, copy_gb_s: float, smoke: bool) -> dict:
+def _derived(row: dict, timing: Timing, copy_gb_s: float, smoke: bool, device: torch.device) -> dict:
     seconds = timing.ms * 1e-3
     out = {"ms": timing.ms, "timing": timing.method, "reps": timing.reps,
            "first_call_s": timing.first_call_s}
@@ -398,28 +153,26 @@ def _derived(row: dict, timing: Timing, copy_gb_s: float, smoke: bool) -> dict:
         gb_s = row["bytes"] / seconds / 1e9
         out.update(gb_s=gb_s, roofline_pct=100 * gb_s / copy_gb_s,
                    gexp_s=row["exp_evals"] / seconds / 1e9 if row["exp_evals"] else None)
+    if device.type == "cuda" and not smoke:
+        model = device_model(torch.cuda.get_device_name(device))
+        b = bound(row["bytes"], row["exp_evals"] or 0, copy_gb_s * 1e9, model and model.exp_per_s)
+        out.update(model_us=1e6 * b.seconds, model_limit=b.limit, pct_of_model=100 * b.seconds / seconds)
     return out
 
 
 def compare_with_ref(outputs: tuple, inputs: dict, dy: torch.Tensor | None, dtype: torch.dtype,
                      device: torch.device) -> tuple[float, str]:
-    """(max abs error, '' or why it fails) of a backend's outputs against the reference's
-    on the same inputs, within `estm_ref.scan.parity.tolerance` of the dtype."""
-    from estm_ref.scan.parity import tolerance
-
-    expected = workload(selective_scan_ref, inputs, dy)()
+    """(max abs error, '' or why it fails): a backend's outputs against the reference's on
+    the same inputs, through the parity harness and its tolerance for the dtype."""
+    expected = workload(REF.scan, inputs, dy)()
     names = ("y",) + tuple(f"d{k}" for k in inputs)[:len(outputs) - 1]
     rtol, atol = tolerance(dtype, device)
-    worst, failures = 0.0, []
-    for name, got, want in zip(names, outputs, expected):
-        got, want = got.float(), want.float()
-        err = (got - want).abs()
-        worst = max(worst, err.max().item())
-        if not torch.isfinite(got).all() or bool((err > atol + rtol * want.abs()).any()):
-            failures.append(f"{name} (max abs err {err.max().item():.3g})")
+    rows = compare(dict(zip(names, outputs)), dict(zip(names, expected)), rtol, atol)
+    worst = max((r.max_abs_err for r in rows if not math.isnan(r.max_abs_err)), default=float("nan"))
+    failures = [f"{r.name} (max abs err {r.max_abs_err:.3g}{', ' + r.note if r.note else ''})"
+                for r in rows if not r.ok]
     if failures:
-        return worst, (f"does not match the reference (rtol {rtol}, atol {atol}): "
-                       + ", ".join(failures))
+        return worst, f"does not match the reference (rtol {rtol}, atol {atol}): " + ", ".join(failures)
     return worst, ""
 
 
@@ -489,28 +242,27 @@ FORMULAS = """\
 - ms: median time of one call (`timing`: do_bench on CUDA, wall-clock median on CPU; `reps` warm calls).
 - bytes moved (the least a scan must move; s = bytes per element of the dtype, seq = batch*dim*L,
   bc = batch*N*L, par = 4*(dim*N + 2*dim) for the float32 A, D, delta_bias):
-  fwd = s*(4*seq + 2*bc) + par; fwd+bwd = s*(11*seq + 6*bc) + 3*par
-  (fwd reads u, delta, z, B, C and the parameters and writes y; the backward also reads dy and
-  writes du, ddelta, dz, dB, dC and the parameter gradients). GB/s = bytes / time.
-- roofline %: GB/s over the device's copy bandwidth measured in the same run (torch copy,
-  bytes read + written).
-- exp evaluations: E = batch*dim*L*N per pass of exp(delta*A); fwd+bwd counts what the
-  implementation evaluates: triton 3E (forward, chunk recomputation, adjoint), ref 1E
-  (autograd reuses exp's output), ref-compile 1E (lower bound), mambapy 1E, mamba-ssm 2E.
-- speed-up: ref ms / this ms, same shape, dtype and pass, same run.
-- fwd is an inference forward; fwd+bwd is the forward with autograd plus the gradients of
-  all eight inputs."""
+  fwd = s*(4*seq + 2*bc) + par; fwd+bwd = s*(11*seq + 6*bc) + 3*par. GB/s = bytes / time.
+- roofline %: GB/s over the device's copy bandwidth measured in the same run (read + write).
+- exp evaluations: E = batch*dim*L*N per pass of exp(delta*A), as each implementation
+  evaluates them: triton fwd E, fwd+bwd 2E (the backward recomputes once); ref, ref-compile
+  and mambapy 1E; mamba-ssm 2E.
+- model us (CUDA only, bench/scan_cost.py): max(bytes / measured copy bandwidth,
+  exps / datasheet exp rate of the device); limit says which term; % of model = bound / time.
+- speed-up: ref ms / this ms, same shape, dtype and pass, same run."""
 
 
 def markdown_body(rows: list[dict], copy_gb_s: float) -> str:
     headers = ["backend", "pass", "dtype", "batch x dim x L x N", "ms", "GB/s", "% of copy",
-               "Gexp/s", "speed-up vs ref", "max err vs ref", "first call s", "status", "note"]
+               "Gexp/s", "model us", "limit", "% of model", "speed-up vs ref", "max err vs ref",
+               "first call s", "status", "note"]
     table = []
     for r in rows:
         shape = f"{r['batch']}x{r['dim']}x{r['L']}x{r['N']}" if r.get("L") else "-"
         table.append([r["backend"], r.get("pass") or "-", r.get("dtype") or "-", shape,
                       fmt(r.get("ms")), fmt(r.get("gb_s")), fmt(r.get("roofline_pct")),
-                      fmt(r.get("gexp_s")), fmt(r.get("speedup_vs_ref")),
+                      fmt(r.get("gexp_s")), fmt(r.get("model_us")), r.get("model_limit") or "-",
+                      fmt(r.get("pct_of_model")), fmt(r.get("speedup_vs_ref")),
                       fmt(r.get("max_abs_err_vs_ref"), 2), fmt(r.get("first_call_s")),
                       r["status"], r.get("note") or ""])
     return (f"Copy bandwidth (torch copy, read + write): {copy_gb_s:.1f} GB/s\n\n"

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import common, scan, train_step  # noqa: E402
+from bench import common, scan, scan_backends, scan_cost, train_step  # noqa: E402
 from estm_ref.pipeline.demo import TINY_CONFIG  # noqa: E402
 from estm_ref.scan import selective_scan_ref  # noqa: E402
 
@@ -37,19 +37,53 @@ def read_results(path: Path) -> tuple[dict, list[str], list[dict]]:
 
 
 def test_scan_formulas_on_a_small_shape():
-    shape = scan.Shape(batch=1, dim=8, L=5, N=4)
+    shape = scan_cost.Shape(batch=1, dim=8, L=5, N=4)
     # s = 4, seq = 40, bc = 20, par = 4 * (8*4 + 2*8) = 192
-    assert scan.bytes_moved(shape, torch.float32, "fwd") == 4 * (4 * 40 + 2 * 20) + 192
-    assert scan.bytes_moved(shape, torch.float32, "fwd+bwd") == 4 * (11 * 40 + 6 * 20) + 3 * 192
-    assert scan.bytes_moved(shape, torch.bfloat16, "fwd") == 2 * (4 * 40 + 2 * 20) + 192
-    assert scan.exp_evaluations("ref", shape, "fwd+bwd") == 160
-    assert scan.exp_evaluations("triton", shape, "fwd+bwd") == 3 * 160
+    assert scan_cost.bytes_moved(shape, torch.float32, "fwd") == 4 * (4 * 40 + 2 * 20) + 192
+    assert scan_cost.bytes_moved(shape, torch.float32, "fwd+bwd") == 4 * (11 * 40 + 6 * 20) + 3 * 192
+    assert scan_cost.bytes_moved(shape, torch.bfloat16, "fwd") == 2 * (4 * 40 + 2 * 20) + 192
+    assert scan_cost.exp_evaluations("ref", shape, "fwd+bwd") == 160
+    assert scan_cost.exp_evaluations("triton", shape, "fwd+bwd") == 2 * 160
+
+
+def test_cost_model_bound_is_the_larger_term():
+    memory_bound = scan_cost.bound(n_bytes=4_000, n_exps=10, bandwidth=1_000.0, exp_per_s=100.0)
+    assert (memory_bound.seconds, memory_bound.limit) == (4.0, "memory")
+    exp_bound = scan_cost.bound(n_bytes=100, n_exps=1_000, bandwidth=1_000.0, exp_per_s=100.0)
+    assert (exp_bound.seconds, exp_bound.limit) == (10.0, "exp")
+    unknown_device = scan_cost.bound(n_bytes=100, n_exps=1_000, bandwidth=1_000.0, exp_per_s=None)
+    assert (unknown_device.seconds, unknown_device.limit) == (0.1, "memory")
+    assert scan_cost.device_model("NVIDIA H200").bandwidth > scan_cost.device_model("NVIDIA H100 80GB HBM3").bandwidth
+    assert scan_cost.device_model("NVIDIA A10") is None
+
+
+def test_kernel_moves_the_floor_plus_tile_states_and_partial_sums():
+    shape = scan_cost.Shape(8, 1536, 2048, 16)
+    for pass_ in ("fwd", "fwd+bwd"):
+        floor = scan_cost.bytes_moved(shape, torch.bfloat16, pass_)
+        assert floor < scan_cost.kernel_bytes(shape, torch.bfloat16, pass_) < 2 * floor
+    rows = scan_cost.prediction_rows([shape])
+    assert {r["pass"] for r in rows} == {"fwd", "fwd+bwd"}
+    assert all(r["H200 us"] <= r["H100 us"] for r in rows)
+
+
+def test_bench_comparison_flags_a_wrong_backend():
+    """The benchmark's check against the reference goes through the parity harness."""
+    shape = scan_cost.Shape(1, 4, 6, 2)
+    inputs = scan_backends.make_inputs(shape, torch.float32, CPU, requires_grad=True)
+    dy = torch.randn(1, 4, 6)
+    right = scan_backends.workload(selective_scan_ref, inputs, dy)()
+    err, note = scan.compare_with_ref(right, inputs, dy, torch.float32, CPU)
+    assert note == "" and err == 0.0
+    wrong = (right[0] * 1.01,) + right[1:]
+    err, note = scan.compare_with_ref(wrong, inputs, dy, torch.float32, CPU)
+    assert note.startswith("does not match") and "y (" in note and err > 0
 
 
 def test_scan_bench_writes_stamped_results(tmp_path):
     opts = scan.Options(ref_max_len=64, compile_max_len=0, compile_dtypes=("float32",),
                         row_budget_s=0.01, time_budget_s=None)
-    shapes = [scan.Shape(1, 8, 5, 4)]
+    shapes = [scan_cost.Shape(1, 8, 5, 4)]
     # On CPU the triton backend sets TRITON_INTERPRET=1 for the process when triton is not
     # imported yet; on a CUDA machine that would turn later GPU tests into interpreter runs.
     backends = ["ref", "ref-compile", "mambapy"] + ([] if torch.cuda.is_available() else ["triton"])
@@ -98,10 +132,10 @@ def test_mambapy_wrapper_has_the_reference_semantics():
             out.append(h)
         return torch.stack(out, dim=1)
 
-    x = scan.make_inputs(scan.Shape(2, 6, 7, 3), torch.float32, CPU, requires_grad=False)
+    x = scan_backends.make_inputs(scan_cost.Shape(2, 6, 7, 3), torch.float32, CPU, requires_grad=False)
     args = (x["u"], x["delta"], x["A"], x["B"], x["C"])
     kwargs = dict(D=x["D"], z=x["z"], delta_bias=x["delta_bias"], delta_softplus=True)
-    got = scan.mambapy_scan(sequential_pscan, *args, **kwargs)
+    got = scan_backends.mambapy_scan(sequential_pscan, *args, **kwargs)
     torch.testing.assert_close(got, selective_scan_ref(*args, **kwargs), rtol=1e-5, atol=1e-6)
 
 

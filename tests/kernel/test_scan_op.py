@@ -13,7 +13,7 @@ from estm_ref.config import ModelConfig
 from estm_ref.model.mamba import MambaBlock
 from estm_ref.scan import selective_scan
 from estm_ref.scan.op import selective_scan_bwd, selective_scan_fwd, selective_scan_op
-from estm_ref.scan.parity import ScanCase, assert_parity, make_inputs
+from estm_ref.scan.parity import ScanCase, assert_parity, make_inputs, tolerance
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
 NONE = dict(has_D=False, has_z=False, has_delta_bias=False, delta_softplus=False, has_initial_state=False)
@@ -82,3 +82,25 @@ def test_compiled_mamba_block_matches_eager(backend):
     assert set(grads) == set(expected[2])
     for name, g in grads.items():
         torch.testing.assert_close(g, expected[2][name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.gpu
+def test_operator_on_cuda_matches_the_reference():
+    """On CUDA the operators launch the Triton kernels through wrap_triton."""
+    assert_parity(selective_scan_op, ScanCase(2, 256, 300, 16, groups=2, dtype=torch.bfloat16), "cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_compiled_mamba_block_on_cuda_matches_eager(backend):
+    block, x = _block_and_input()
+    block, x = block.cuda(), x.detach().cuda().requires_grad_()
+    expected = _run(block, block, x)
+    block.zero_grad()
+    x.grad = None
+    out, dx, grads = _run(block, torch.compile(block, backend=backend, fullgraph=True), x)
+    rtol, atol = tolerance(torch.float32, "cuda")
+    torch.testing.assert_close(out, expected[0], rtol=rtol, atol=atol)
+    torch.testing.assert_close(dx, expected[1], rtol=rtol, atol=atol)
+    for name, g in grads.items():
+        torch.testing.assert_close(g, expected[2][name], rtol=rtol, atol=atol, msg=name)
