@@ -108,6 +108,10 @@ class TrainConfig:
     num_workers: int = 0
     val_fraction: float = 0.0  # held-out slice of training normals (never test data)
     cache_audio: bool = True  # decoded int16 cache next to the run
+    # augmentation (ours; off in the paper's protocol), see estm_ref.pipeline.augment
+    mixup_alpha: float = 0.0  # mix clips and their ArcFace targets, weight ~ Beta(a, a); 0 = off
+    mask_mel_bands: int = 0  # silence up to this many adjacent mel bands per clip; 0 = off
+    mask_frames: int = 0  # silence up to this many adjacent STFT frames per clip; 0 = off
 
     def __post_init__(self) -> None:
         _check_choice("schedule", self.schedule, SCHEDULES)
@@ -199,3 +203,28 @@ def with_overrides(cfg: Config, overrides: dict[str, dict[str, Any]]) -> Config:
     for section, values in overrides.items():
         data[section].update(values)
     return Config.from_dict(data)
+
+
+# `estm train --preset NAME`: settings measured for a case the paper's protocol does not fit
+# (README, "Small data"); flags given beside a preset override it.
+SMALL_DATA_CLIPS_PER_ID = 100  # up to this many training clips per ID (median) is small data
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "small-data": {
+        "model": {"d_model": 64, "depth": 2, "arcface_margin": 0.2},
+        "train": {"epochs": 30, "batch_size": 32, "lr": 2e-3},
+    },
+}
+
+
+def preset_overrides(name: str) -> dict[str, dict[str, Any]]:
+    if name not in PRESETS:
+        raise InputError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return {section: dict(values) for section, values in PRESETS[name].items()}
+
+
+def uses_paper_recipe(cfg: Config, preset: str = "small-data") -> bool:
+    """Whether every setting `preset` changes still has its default (the paper's) value."""
+    default = Config().to_dict()
+    given = cfg.to_dict()
+    return all(given[section][key] == default[section][key]
+               for section, values in PRESETS[preset].items() for key in values)

@@ -7,7 +7,8 @@ import json
 import logging
 from pathlib import Path
 
-from estm_ref.config import Config, add_config_arguments, load_toml, overrides_from_args, with_overrides
+from estm_ref.config import (PRESETS, Config, add_config_arguments, load_toml, overrides_from_args,
+                             preset_overrides, with_overrides)
 from estm_ref.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="DCASE 2020 Task 2 root (repeat for dev + additional data)")
     parser.add_argument("--out", required=True, type=Path, help="run folder")
     parser.add_argument("--config", type=Path, help="TOML file with [features] [model] [train]")
+    parser.add_argument("--preset", metavar="NAME",
+                        help=f"measured settings for a case the paper's protocol does not fit: "
+                             f"{', '.join(PRESETS)} (up to ~100 training clips per ID); flags "
+                             "given beside it override it")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--force", action="store_true", help="overwrite the run in --out")
     parser.add_argument("--cache-dir", type=Path, help="decoded-audio cache (default RUN/cache)")
@@ -25,7 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
+    """Defaults, then the preset or the TOML file (not both), then the flags given."""
+    if args.preset and args.config:
+        raise InputError("--preset and --config both set the config; put the preset's "
+                         "settings in the file, or give flags beside the preset")
     base = load_toml(args.config) if args.config else Config()
+    if args.preset:
+        base = with_overrides(base, preset_overrides(args.preset))
     return with_overrides(base, overrides_from_args(args))
 
 
@@ -35,9 +46,9 @@ def resume_overrides(args: argparse.Namespace) -> dict | None:
         return None
     overrides = overrides_from_args(args)
     extra = {k for values in overrides.values() for k in values} - {"epochs"}
-    if extra or args.config:
+    if extra or args.config or args.preset:
         raise InputError("--resume continues the saved config; only --epochs may change "
-                         f"(got {sorted(extra) or '--config'})")
+                         f"(got {sorted(extra) or ('--config' if args.config else '--preset')})")
     return overrides.get("train")
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import statistics
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -19,11 +21,12 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from estm_ref.config import Config, with_overrides
+from estm_ref.config import SMALL_DATA_CLIPS_PER_ID, Config, uses_paper_recipe, with_overrides
 from estm_ref.data import ClipDataset, build_class_list, scan_roots, summary_table
 from estm_ref.errors import InputError, TrainingError
 from estm_ref.model import build_model
 from estm_ref.pipeline import run_dir as rd
+from estm_ref.pipeline.augment import augment
 from estm_ref.pipeline.scoring import fit_scorers
 from estm_ref.pipeline.training_pass import compute_training_pass, split_validation
 from estm_ref.runtime import Dist, autocast_for, init_distributed, resolve_device
@@ -114,6 +117,7 @@ def _load_data(s: Session, data_roots: Sequence[Path | str], cache_dir: Path | N
         s.class_list = build_class_list(train_clips)
     if s.ddp.is_main:
         log.info("training data:\n%s", summary_table(train_clips))
+        _warn_if_small_data(train_clips, s.cfg)
     splits = dict(zip(("train", "val"), split_validation(
         train_clips, s.cfg.train.val_fraction, s.cfg.train.seed)))
     cache = None
@@ -127,6 +131,16 @@ def _load_data(s: Session, data_roots: Sequence[Path | str], cache_dir: Path | N
                                                    cache_dir=cache,
                                                    progress=progress and s.ddp.is_main)
         s.ddp.barrier()
+
+
+def _warn_if_small_data(train_clips, cfg: Config) -> None:
+    """The paper's protocol on a few clips per ID memorises the IDs (README, "Small data")."""
+    per_id = Counter((c.machine_type, c.machine_id) for c in train_clips)
+    median = statistics.median(per_id.values())
+    if median <= SMALL_DATA_CLIPS_PER_ID and uses_paper_recipe(cfg):
+        log.warning("%g training clips per ID (median) with the paper's settings, which are meant "
+                    "for about 1,000: consider `estm train --preset small-data` (README, "
+                    "\"Small data\")", median)
 
 
 def _optimiser(s: Session, model: torch.nn.Module):
@@ -236,9 +250,15 @@ def _train_epoch(net, loader, optimizer, cfg: Config, dev: torch.device, epoch: 
     for step, (wave, cls, _, _) in enumerate(bar):
         wave = wave.to(dev, non_blocking=True)
         cls = cls.to(dev, non_blocking=True)
+        wave, other, lam = augment(wave, cls, cfg.features, cfg.train.mixup_alpha,
+                                   cfg.train.mask_mel_bands, cfg.train.mask_frames)
         with autocast_for(cfg.train.amp, dev):
             out = net(wave, cls)
+            head = getattr(net, "module", net).head
+            other_logits = head(out.embedding, other) if lam < 1 else None
         loss = F.cross_entropy(out.logits.float(), cls)
+        if other_logits is not None:  # mixup: the second clip's class, with its weight
+            loss = lam * loss + (1.0 - lam) * F.cross_entropy(other_logits.float(), other)
         _stop_unless_finite(loss, epoch, step, ddp)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

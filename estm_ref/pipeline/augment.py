@@ -1,0 +1,75 @@
+"""Training-time augmentation (ours, off in the paper's protocol), on waveforms so that the
+log-mel, the TSG gate and the Tgram all see the same change.
+
+- `mask_mel_bands`: silence a block of up to `max_bands` adjacent mel bands of each clip
+  (its frequency range zeroed in the clip's spectrum), as SpecAugment's frequency masks.
+- `mask_frames`: silence a block of up to `max_frames` adjacent STFT frames (time mask).
+- `mixup`: mix each clip with another of the batch, weight lam ~ Beta(alpha, alpha); the
+  loss mixes the ArcFace losses of both classes with the same weights (Noisy-ArcMix,
+  arXiv 2310.06364, without its noise).
+
+Randomness comes from torch's global generator, seeded and checkpointed by training,
+so that `train --resume` reproduces the same augmented batches.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from estm_ref.config import FeatureConfig
+from estm_ref.model.features import hz_to_mel, mel_to_hz
+
+
+def _block(batch: int, max_width: int, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row a width in [0, max_width] and a start such that the block fits in [0, length)."""
+    width = torch.randint(0, max_width + 1, (batch,)).clamp(max=length)
+    start = (torch.rand(batch) * (length - width + 1)).long()
+    return start.to(device), width.to(device)
+
+
+def mask_mel_bands(wave: torch.Tensor, cfg: FeatureConfig, max_bands: int) -> torch.Tensor:
+    """wave: (batch, clip_samples) -> the same with the frequencies of a block of up to
+    `max_bands` adjacent mel bands (from the lower edge of the first band's filter to the
+    upper edge of the last's) removed from each clip."""
+    if max_bands <= 0:
+        return wave
+    batch, n = wave.shape
+    start, width = _block(batch, max_bands, cfg.n_mels, wave.device)
+    edges = mel_to_hz(torch.linspace(float(hz_to_mel(torch.tensor(cfg.f_min))),
+                                     float(hz_to_mel(torch.tensor(cfg.f_max))), cfg.n_mels + 2))
+    edges = edges.to(wave.device)
+    low, high = edges[start], edges[start + width + 1]
+    freqs = torch.fft.rfftfreq(n, d=1.0 / cfg.sample_rate).to(wave.device)
+    keep = ~((freqs[None] >= low[:, None]) & (freqs[None] <= high[:, None]) & (width[:, None] > 0))
+    return torch.fft.irfft(torch.fft.rfft(wave) * keep, n=n)
+
+
+def mask_frames(wave: torch.Tensor, cfg: FeatureConfig, max_frames: int) -> torch.Tensor:
+    """wave: (batch, clip_samples) -> the same with up to `max_frames` hops of samples
+    (one block per clip) set to zero."""
+    if max_frames <= 0:
+        return wave
+    batch, n = wave.shape
+    start, width = _block(batch, max_frames, cfg.n_frames, wave.device)
+    t = torch.arange(n, device=wave.device)[None]
+    hop = cfg.hop_length
+    inside = (t >= start[:, None] * hop) & (t < (start + width)[:, None] * hop)
+    return wave.masked_fill(inside, 0.0)
+
+
+def mixup(wave: torch.Tensor, cls: torch.Tensor,
+          alpha: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(lam * wave + (1 - lam) * wave[perm], cls[perm], lam) with lam ~ Beta(alpha, alpha),
+    one lam per batch; alpha <= 0 returns the batch unchanged with lam = 1."""
+    if alpha <= 0:
+        return wave, cls, 1.0
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(len(cls)).to(wave.device)
+    return lam * wave + (1.0 - lam) * wave[perm], cls[perm], lam
+
+
+def augment(wave: torch.Tensor, cls: torch.Tensor, features: FeatureConfig, mixup_alpha: float,
+            max_bands: int, max_frames: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Masks, then mixup: (wave, the second class of each clip, the weight of the first)."""
+    wave = mask_frames(mask_mel_bands(wave, features, max_bands), features, max_frames)
+    return mixup(wave, cls, mixup_alpha)

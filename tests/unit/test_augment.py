@@ -1,0 +1,85 @@
+"""Training augmentation on waveforms: band and frame masks, mixup."""
+
+import numpy as np
+import pytest
+import torch
+
+from estm_ref.config import FeatureConfig
+from estm_ref.model.features import hz_to_mel, mel_to_hz
+from estm_ref.pipeline.augment import augment, mask_frames, mask_mel_bands, mixup
+
+CFG = FeatureConfig(clip_samples=16000)
+
+
+def _band_edges_hz():
+    mels = np.linspace(0.0, float(hz_to_mel(torch.tensor(CFG.f_max))), CFG.n_mels + 2)
+    return mel_to_hz(torch.tensor(mels)).numpy()
+
+
+def test_masks_and_mixup_off_leave_the_batch_and_the_rng_alone():
+    wave = torch.randn(3, CFG.clip_samples)
+    cls = torch.tensor([0, 1, 2])
+    state = torch.get_rng_state()
+    out, other, lam = augment(wave, cls, CFG, 0.0, 0, 0)
+    assert out is wave and other is cls and lam == 1.0
+    assert torch.equal(torch.get_rng_state(), state)  # the paper's protocol draws nothing
+
+
+def test_band_mask_removes_one_block_of_mel_bands_and_keeps_the_rest():
+    torch.manual_seed(0)
+    wave = torch.randn(16, CFG.clip_samples, dtype=torch.float64)
+    out = mask_mel_bands(wave, CFG, max_bands=12)
+    spec_in, spec_out = torch.fft.rfft(wave), torch.fft.rfft(out)
+    freqs = np.fft.rfftfreq(CFG.clip_samples, 1.0 / CFG.sample_rate)
+    edges = _band_edges_hz()
+    widths = []
+    for row in range(len(wave)):
+        removed = (spec_out[row].abs() < 1e-9 * spec_in[row].abs().max()).numpy()
+        kept = ~removed
+        torch.testing.assert_close(spec_out[row][kept], spec_in[row][kept], rtol=1e-9, atol=1e-9)
+        if not removed.any():
+            widths.append(0)
+            continue
+        idx = np.flatnonzero(removed)
+        assert np.all(np.diff(idx) == 1), "one contiguous block"
+        low, high = freqs[idx[0]], freqs[idx[-1]]
+        # the block runs from the lower edge of a band's filter to the upper edge of another's
+        first = np.searchsorted(edges, low - 1e-9) - 1
+        last = np.searchsorted(edges, high + 1e-9) - 2
+        widths.append(last - first + 1)
+        assert edges[first] <= low and high <= edges[last + 2]
+    assert max(widths) <= 12 and len(set(widths)) > 3  # widths vary up to the limit
+
+
+def test_frame_mask_zeroes_one_block_of_whole_hops():
+    torch.manual_seed(1)
+    wave = torch.randn(16, CFG.clip_samples) + 3.0  # no sample is zero by chance
+    out = mask_frames(wave, CFG, max_frames=5)
+    for row in range(len(wave)):
+        zero = (out[row] == 0).numpy()
+        assert torch.equal(out[row][~zero], wave[row][~zero])
+        if zero.any():
+            idx = np.flatnonzero(zero)
+            assert np.all(np.diff(idx) == 1) and idx[0] % CFG.hop_length == 0
+            assert len(idx) % CFG.hop_length == 0 or idx[-1] == CFG.clip_samples - 1
+            assert len(idx) <= 5 * CFG.hop_length
+
+
+def test_mixup_mixes_each_clip_with_the_clip_whose_class_it_returns():
+    torch.manual_seed(2)
+    wave = torch.randn(8, 100)
+    cls = torch.arange(8) * 10
+    out, other, lam = mixup(wave, cls, alpha=0.4)
+    assert 0.0 < lam < 1.0
+    for i in range(8):
+        j = int((cls == other[i]).nonzero())
+        torch.testing.assert_close(out[i], lam * wave[i] + (1 - lam) * wave[j])
+    assert sorted(other.tolist()) == cls.tolist()  # a permutation of the batch
+
+
+@pytest.mark.parametrize("alpha", [0.2, 2.0])
+def test_mixup_weights_follow_the_beta_distribution(alpha):
+    torch.manual_seed(3)
+    lams = [mixup(torch.zeros(2, 1), torch.tensor([0, 1]), alpha)[2] for _ in range(2000)]
+    assert np.mean(lams) == pytest.approx(0.5, abs=0.03)
+    assert np.var(lams) == pytest.approx(1 / (4 * (2 * alpha + 1)), rel=0.15)
