@@ -30,7 +30,8 @@ from triton_kernels.scan_fwd import _affine_combine, _channel_block, _dt_tile
 
 @triton.jit
 def _adjoint_combine(a_f, p_f, q_f, a_e, p_e, q_e):
-    # a reverse scan passes (the later segment F, the earlier segment E)
+    # a reverse scan passes (the later segment F, the earlier segment E): JAX's order, the
+    # one Triton's own test of a reverse linear recurrence (test_scan2d) checks on GPUs
     w = p_e * a_f
     return a_e, w * p_f, q_e + w * q_f
 
