@@ -8,6 +8,7 @@ tiles and ragged channel blocks into short sequences.
 """
 
 import functools
+import inspect
 import math
 from dataclasses import replace
 
@@ -17,6 +18,7 @@ import torch
 from conftest import KERNEL_DEVICE
 from estm_ref.scan import selective_scan, selective_scan_ref
 from estm_ref.scan.parity import TOLERANCES, ScanCase, assert_parity, make_inputs, run_scan, upstream_grads
+from triton_kernels import scan_bwd, scan_fwd
 from triton_kernels import selective_scan as ss
 from triton_kernels.selective_scan import LaunchOptions, ScanConfig, selective_scan_fn
 
@@ -72,6 +74,15 @@ def test_gradients_are_bit_identical_run_to_run():
                           "ddelta_bias", "dinitial_state"}
     for name, value in first.items():
         assert torch.equal(value, second[name]), name
+
+
+def test_kernels_use_no_atomics_and_no_barriers():
+    """Determinism and GPU-safety by construction: plain stores only, nothing that needs
+    threads of a program to wait for each other through memory."""
+    for module in (scan_fwd, scan_bwd):
+        source = inspect.getsource(module)
+        for word in ("atomic_", "debug_barrier"):
+            assert word not in source, f"{module.__name__} uses {word}"
 
 
 def test_tolerance_table_is_the_spec():
