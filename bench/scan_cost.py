@@ -8,8 +8,8 @@ A scan pass cannot be faster than the larger of
     exp time    = exponentials / special-function throughput
 where the special-function units evaluate 16 exp2 per clock per SM on Hopper and Ampere
 (Triton lowers `tl.exp` to one `ex2.approx` and a multiply). This is a lower bound: the
-scan's own multiply-adds (the associative scan's combines, the y and gradient sums, about
-20 to 40 FP32 instructions per state element per pass) and latency are not in it.
+scan's own multiply-adds (the associative scan's combines, the y and gradient sums: several
+FP32 instructions per state element per pass, not counted here) and latency are not in it.
 
 Counts, with s = bytes per element of the dtype (u, delta, z, B, C, y and their gradients),
 seq = batch*dim*L, bc = batch*N*L, par = 4*(dim*N + 2*dim) (the float32 A, D, delta_bias):
