@@ -34,9 +34,9 @@ IdKey = tuple[str, str]
 
 SCORERS = ("nll", "knn", "centres", "mahalanobis")
 EMBEDDING_SCORERS = SCORERS[1:]  # the ones fitted on training embeddings
-DEFAULT_SCORER = "nll"  # of `estm test` and `estm score` (README, "Scoring")
-DEFAULT_K = 1  # knn neighbours
-DEFAULT_N_CENTRES = 4  # centres per ID
+DEFAULT_SCORER = "mahalanobis"  # of `estm test` and `estm score` (README, "Scoring")
+DEFAULT_K = 5  # knn neighbours (README, "Scoring")
+DEFAULT_N_CENTRES = 4  # centres per ID (README, "Scoring")
 KMEANS_RESTARTS = 10
 KMEANS_MAX_ITER = 300
 
