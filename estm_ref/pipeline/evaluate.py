@@ -38,7 +38,10 @@ def _scorers_of(run, run_dir, data_roots, dev, scorer: str, with_margin: bool, k
                 n_centres: int, progress: bool, names: Sequence[str]) -> Scorers:
     check_scorer(scorer)
     training = ensure_training_pass(run, run_dir, data_roots, dev, progress)
-    return fit_scorers(training, names, with_margin, k, n_centres, seed=run.cfg.train.seed)
+    try:
+        return fit_scorers(training, names, with_margin, k, n_centres, seed=run.cfg.train.seed)
+    except ValueError as err:  # too few or non-finite training embeddings, a bad --k
+        raise InputError(f"{run_dir}: {err}") from err
 
 
 def test_run(run_dir: Path | str, data_roots: Sequence[Path | str], out_dir: Path | None = None,
@@ -108,8 +111,13 @@ def test_run(run_dir: Path | str, data_roots: Sequence[Path | str], out_dir: Pat
 
 
 def _evaluate(clips, scores: np.ndarray):
-    id_results = evaluate_ids((c.machine_type, c.machine_id, c.label, s)
-                              for c, s in zip(clips, scores))
+    return summarise_rows((c.machine_type, c.machine_id, c.label, s) for c, s in zip(clips, scores))
+
+
+def summarise_rows(rows) -> tuple:
+    """(machine_type, machine_id, label, score) per clip -> (per-ID results, per-type results,
+    Average): one entry of `format_scorer_table`'s tables."""
+    id_results = evaluate_ids(rows)
     return (id_results, *summarise_types(id_results))
 
 

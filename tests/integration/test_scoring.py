@@ -108,13 +108,17 @@ def test_score_gives_the_score_test_gave_for_the_same_clip_and_scorer(tiny_run, 
                                                     abs=1e-6), (name, row["path"])
 
 
-def test_unknown_scorer_is_a_one_line_error(tiny_run, tiny_data, caplog):
+def test_unknown_scorer_or_bad_k_is_a_one_line_error(tiny_run, tiny_data, caplog):
     wav = next((tiny_data / "fan" / "test").glob("*.wav"))
     assert main(["--quiet", "score", "--run", str(tiny_run), "--scorer", "gmm", str(wav)]) == 2
     assert main(["--quiet", "test", "--run", str(tiny_run), "--data-root", str(tiny_data),
                  "--scorer", "gmm", "--no-plots"]) == 2
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
-    assert errors and all("unknown scorer 'gmm'" in e and "\n" not in e for e in errors)
+    assert len(errors) == 2 and all("unknown scorer 'gmm'" in e and "\n" not in e for e in errors)
+    caplog.clear()
+    assert main(["--quiet", "score", "--run", str(tiny_run), "--scorer", "knn", "--k", "0",
+                 str(wav)]) == 2
+    assert "k and n_centres must be at least 1" in caplog.text
 
 
 def test_a_run_without_saved_embeddings_gets_them_from_its_training_clips(tiny_run, tiny_data,
@@ -146,3 +150,4 @@ def test_a_run_without_saved_embeddings_gets_them_from_its_training_clips(tiny_r
     with caplog.at_level(logging.INFO):
         assert main(["score", "--run", str(old), "--scorer", "knn", str(wav)]) == 0
     assert "computing" not in caplog.text
+
