@@ -13,12 +13,13 @@ import logging
 
 import torch
 
+from estm_ref.config import SCAN_BACKENDS
 from estm_ref.scan.ref import selective_scan_ref
 from triton_kernels.scan_args import MAX_D_STATE, check_scan_args
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "ref", "triton")
+BACKENDS = SCAN_BACKENDS  # ("auto", "ref", "triton"), written once in the config
 
 __all__ = ["BACKENDS", "MAX_D_STATE", "check_scan_args", "resolve_backend", "selective_scan",
            "selective_scan_ref"]
@@ -48,14 +49,17 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 
     Same arguments and semantics as `selective_scan_ref` (see its docstring).
     "auto" goes through the registered operator `torch.ops.estm_ref.selective_scan_fwd`
-    (`op.py`), which runs the Triton scan on CUDA and the reference elsewhere:
-    torch.compile sees one operator on either device. "ref" calls the reference itself.
+    (`op.py`) on CUDA, where it runs the Triton scan, and under torch.compile on any
+    device, so that the compiler sees one operator instead of a loop unrolled over L. In
+    eager mode on CPU "auto" calls the reference itself: the operator's CPU backward
+    recomputes the states tile by tile and is about 3x slower there than the reference's
+    autograd. "ref" always calls the reference itself.
     "triton" takes the same operator on CUDA; on CPU tensors it calls the kernel through
     the Triton interpreter (TRITON_INTERPRET=1, slow, for tests) and raises without it.
     """
     chosen = resolve_backend(backend, u.device)
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state)
-    if backend == "ref":
+    if backend == "ref" or (chosen == "ref" and not torch.compiler.is_compiling()):
         return selective_scan_ref(*args)
     if chosen == "triton" and u.device.type != "cuda":
         from triton_kernels.selective_scan import selective_scan_fn
