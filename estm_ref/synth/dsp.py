@@ -6,6 +6,8 @@ Everything is vectorised numpy on float64 arrays; frequencies in Hz, `sr` in sam
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 from scipy.signal import oaconvolve
 
@@ -150,6 +152,8 @@ def periodic_times(rng: np.random.Generator, period: float, duration: float,
 def gate(n: int, sr: int, starts: np.ndarray, stops: np.ndarray, ramp_s: float,
          levels: np.ndarray | None = None) -> np.ndarray:
     """1 (or `levels`) inside the [start, stop) intervals, 0 outside, with linear ramps."""
+    if len(starts) == 0:
+        return np.zeros(n)
     t = np.arange(n) / sr
     k = np.searchsorted(starts, t, side="right") - 1
     valid = k >= 0

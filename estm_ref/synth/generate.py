@@ -20,27 +20,28 @@ other IDs or clips are made. Same numpy/scipy build and seed -> byte-identical f
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import time
 import zlib
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import soundfile as sf
 
 from estm_ref.config import FeatureConfig
+from estm_ref.synth.config import MACHINE_TYPES, MAX_IDS, SynthConfig
 from estm_ref.synth.dsp import rms
 from estm_ref.synth.machines import MODELS, MachineModel, factory_noise
 
 log = logging.getLogger(__name__)
 
-MACHINE_TYPES = ("fan", "pump", "slider", "valve", "ToyCar", "ToyConveyor")
+__all__ = ["MACHINE_TYPES", "MAX_IDS", "SynthConfig", "generate", "id_params", "machine_ids",
+           "render_clip", "format_summary"]
+
 FIRST_ID = {"fan": 0, "pump": 0, "slider": 0, "valve": 0, "ToyCar": 1, "ToyConveyor": 1}
-MAX_IDS = 7
 # Each ID parameter takes one of N_LEVELS evenly spaced values over its range, in a
 # seed-dependent order, plus a jitter of at most a quarter step: any two IDs differ in
 # every parameter by at least half a step.
@@ -48,11 +49,9 @@ N_LEVELS = MAX_IDS
 ID_JITTER = 0.25
 LOUDNESS_DBFS = (-36.0, -32.0)  # RMS of every clip, uniform, label-independent; leaves
 # 32 dB of headroom for the impacts of slider and valve (crest factors up to ~32 dB)
+SNR_SPREAD_DB = 3.0  # per-clip deviation of the SNR from `snr_db`, uniform, label-independent
 SEVERITY = (0.7, 1.3)  # per-clip spread of the fault amount around anomaly_strength
 LIMIT = 0.9  # samples above this are soft-limited towards full scale (rare transients)
-
-DEFAULTS = {"seed": 0, "ids_per_type": 4, "train_per_id": 100, "test_per_id": 40,
-            "anomaly_fraction": 0.5, "snr_db": 6.0, "anomaly_strength": 1.0, "duration_s": 10.0}
 
 _SPLIT_CODE = {"train": 0, "test": 1}
 _LABEL_CODE = {"normal": 0, "anomaly": 1}
@@ -107,7 +106,8 @@ def render_clip(seed: int, machine_type: str, machine_id: str, split: str, label
         amount = anomaly_strength * fault_rng.uniform(*SEVERITY)
     machine = model.render(rng, fault_rng, params, n_samples, sample_rate, fault, amount)
     background = factory_noise(noise_rng, n_samples, sample_rate)
-    x = machine / rms(machine) + background * 10.0 ** (-snr_db / 20.0)
+    snr = snr_db + noise_rng.uniform(-SNR_SPREAD_DB, SNR_SPREAD_DB)  # the factory's level varies
+    x = machine / rms(machine) + background * 10.0 ** (-snr / 20.0)
     x *= 10.0 ** (noise_rng.uniform(*LOUDNESS_DBFS) / 20.0) / rms(x)
     over = np.abs(x) > LIMIT
     limited = bool(over.any())
@@ -135,59 +135,38 @@ def _plan(machine_type: str, ids: list[str], train_per_id: int, test_per_id: int
     return jobs
 
 
-def _check(name: str, ok: bool, requirement: str, value) -> None:
-    if not ok:
-        raise ValueError(f"{name} must be {requirement}, got {value!r}")
-
-
-def generate(out: Path | str, seed: int = DEFAULTS["seed"],
-             ids_per_type: int = DEFAULTS["ids_per_type"],
-             train_per_id: int = DEFAULTS["train_per_id"],
-             test_per_id: int = DEFAULTS["test_per_id"],
-             types: Sequence[str] | None = None,
-             snr_db: float = DEFAULTS["snr_db"],
-             anomaly_strength: float = DEFAULTS["anomaly_strength"],
-             duration_s: float = DEFAULTS["duration_s"],
-             anomaly_fraction: float = DEFAULTS["anomaly_fraction"],
-             progress: bool = True) -> dict:
+def generate(out: Path | str, config: SynthConfig | None = None, *, progress: bool = True,
+             **settings) -> dict:
     """Write a synthetic DCASE 2020 Task 2 set under `out`; return a summary dict.
 
-    Existing files of the same names are overwritten (with the same bytes, for the same
-    arguments); other files are left alone.
+    `config` (default `SynthConfig()`) with any field replaced by `settings`, e.g.
+    `generate(out, seed=1, types=["fan"])`. Existing files of the same names are
+    overwritten (with the same bytes, for the same settings); other files are left alone.
     """
     from tqdm.auto import tqdm
 
-    types = list(MACHINE_TYPES if types is None else types)
-    unknown = [t for t in types if t not in MACHINE_TYPES]
-    _check("types", not unknown and len(set(types)) == len(types) and types,
-           f"distinct names from {MACHINE_TYPES}", types)
-    _check("seed", isinstance(seed, (int, np.integer)) and seed >= 0, "an integer >= 0", seed)
-    _check("ids_per_type", 1 <= ids_per_type <= MAX_IDS, f"in [1, {MAX_IDS}]", ids_per_type)
-    _check("train_per_id", train_per_id >= 0, ">= 0", train_per_id)
-    _check("test_per_id", test_per_id >= 0, ">= 0", test_per_id)
-    _check("anomaly_fraction", 0.0 <= anomaly_fraction <= 1.0, "in [0, 1]", anomaly_fraction)
-    _check("anomaly_strength", anomaly_strength > 0, "> 0", anomaly_strength)
-    _check("snr_db", np.isfinite(snr_db), "finite", snr_db)
+    cfg = replace(config or SynthConfig(), **settings)
     sample_rate = FeatureConfig().sample_rate
-    n_samples = int(round(duration_s * sample_rate))
-    _check("duration_s", n_samples >= sample_rate // 10, ">= 0.1", duration_s)
-
+    n_samples = int(round(cfg.duration_s * sample_rate))
     out = Path(out)
-    jobs = [(t, *job) for t in types for job in _plan(t, machine_ids(t, ids_per_type),
-                                                      train_per_id, test_per_id, anomaly_fraction)]
-    for machine_type in types:
+    jobs = [(t, *job) for t in cfg.types
+            for job in _plan(t, machine_ids(t, cfg.ids_per_type), cfg.train_per_id,
+                             cfg.test_per_id, cfg.anomaly_fraction)]
+    for machine_type in cfg.types:
         for split in ("train", "test"):
             (out / machine_type / split).mkdir(parents=True, exist_ok=True)
-    params = {t: {i: id_params(seed, t, i) for i in machine_ids(t, ids_per_type)} for t in types}
-    faults: dict[str, Counter] = {t: Counter() for t in types}
-    counts: dict[str, Counter] = {t: Counter() for t in types}
+    params = {t: {i: id_params(cfg.seed, t, i) for i in machine_ids(t, cfg.ids_per_type)}
+              for t in cfg.types}
+    faults: dict[str, Counter] = {t: Counter() for t in cfg.types}
+    counts: dict[str, Counter] = {t: Counter() for t in cfg.types}
     n_limited = 0
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for machine_type, machine_id, split, label, index in tqdm(
             jobs, desc="synth", unit="clip", disable=not progress):
         samples, fault, limited = render_clip(
-            seed, machine_type, machine_id, split, label, index, params[machine_type][machine_id],
-            sample_rate, n_samples, snr_db, anomaly_strength)
+            cfg.seed, machine_type, machine_id, split, label, index,
+            params[machine_type][machine_id], sample_rate, n_samples, cfg.snr_db,
+            cfg.anomaly_strength)
         name = f"{label}_id_{machine_id}_{index:08d}.wav"
         _write_wav(out / machine_type / split / name, samples, sample_rate)
         counts[machine_type][f"{split}_{label}"] += 1
@@ -195,15 +174,18 @@ def generate(out: Path | str, seed: int = DEFAULTS["seed"],
             faults[machine_type][fault] += 1
         n_limited += limited
     seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start  # this process's CPU time: speed per core
     summary = {
-        "out": str(out), "seed": seed, "types": types, "sample_rate": sample_rate,
-        "duration_s": n_samples / sample_rate, "snr_db": snr_db,
-        "anomaly_strength": anomaly_strength, "anomaly_fraction": anomaly_fraction,
-        "ids": {t: machine_ids(t, ids_per_type) for t in types},
+        "out": str(out), "seed": cfg.seed, "types": list(cfg.types), "sample_rate": sample_rate,
+        "duration_s": n_samples / sample_rate, "snr_db": cfg.snr_db,
+        "anomaly_strength": cfg.anomaly_strength, "anomaly_fraction": cfg.anomaly_fraction,
+        "ids": {t: machine_ids(t, cfg.ids_per_type) for t in cfg.types},
         "counts": {t: dict(sorted(c.items())) for t, c in counts.items()},
         "faults": {t: dict(sorted(c.items())) for t, c in faults.items()},
         "id_params": params, "n_files": len(jobs), "n_limited": n_limited,
         "seconds": seconds, "clips_per_s": len(jobs) / seconds if seconds > 0 else float("inf"),
+        "cpu_seconds": cpu_seconds,
+        "clips_per_cpu_s": len(jobs) / cpu_seconds if cpu_seconds > 0 else float("inf"),
     }
     log.info("wrote %d clips to %s in %.1f s (%.1f clips/s); %d soft-limited",
              len(jobs), out, seconds, summary["clips_per_s"], n_limited)
@@ -220,5 +202,6 @@ def format_summary(summary: dict) -> str:
     lines.append(f"{summary['n_files']} clips of {summary['duration_s']:g} s at "
                  f"{summary['sample_rate']} Hz in {summary['out']}: seed {summary['seed']}, "
                  f"SNR {summary['snr_db']:g} dB, anomaly strength {summary['anomaly_strength']:g}; "
-                 f"{summary['seconds']:.1f} s ({summary['clips_per_s']:.1f} clips/s)")
+                 f"{summary['seconds']:.1f} s ({summary['clips_per_s']:.1f} clips/s, "
+                 f"{summary['clips_per_cpu_s']:.1f} per CPU-second)")
     return "\n".join(lines)

@@ -1,0 +1,73 @@
+"""What a machine model is: the parameters that set one unit (machine ID) apart from the
+others of its product line, the per-clip operating point, and the render function.
+
+    render(rng, frng, p, n, sr, fault, amount) -> (n,) float64
+
+draws one clip of the unit with ID parameters `p`. `fault` is None for a normal clip,
+else one of the model's fault names; `amount` (> 0) scales how far the fault takes the
+sound from normal (1 = the calibrated default). The normal sound draws only from `rng`,
+the fault only from `frng`: with the same two streams, a faulty clip is the normal clip
+plus the fault, which keeps the effect of `amount` measurable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Param:
+    """An ID parameter spread over [lo, hi] (log-spaced when `log`), integer when `integer`.
+
+    The ranges are narrow on purpose: the IDs of a type are units of one product line,
+    which differ by manufacturing tolerances, not different machines."""
+
+    name: str
+    lo: float
+    hi: float
+    log: bool = False
+    integer: bool = False
+
+    def level(self, position: float) -> float:
+        """The value at `position` in [0, 1] of the range."""
+        if self.log:
+            return float(np.exp(np.log(self.lo) + position * (np.log(self.hi) - np.log(self.lo))))
+        return self.lo + position * (self.hi - self.lo)
+
+
+@dataclass(frozen=True)
+class MachineModel:
+    params: tuple[Param, ...]
+    faults: tuple[str, ...]
+    render: Callable[..., np.ndarray]
+    description: str
+
+
+def spread(rng: np.random.Generator, scale: float) -> float:
+    """A per-clip operating-point deviation: normal with std `scale`, clipped at 2.5 std."""
+    return float(np.clip(rng.standard_normal(), -2.5, 2.5) * scale)
+
+
+def unit_pattern(a: float, b: float, count: int) -> np.ndarray:
+    """A unit's fixed pattern over `count` harmonics or modes from two ID parameters in
+    [-1, 1] (blade or vane irregularity, winding asymmetry): multiplicative, about 1."""
+    k = np.arange(1, count + 1)
+    return np.exp(0.35 * (a * np.cos(1.3 * k) + b * np.sin(2.1 * k)))
+
+
+def some(rng: np.random.Generator, count: int, share: float) -> np.ndarray:
+    """A mask choosing about `share` of `count` events, at least one (a faulty clip always
+    carries its fault)."""
+    mask = rng.random(count) < share
+    if count and not mask.any():
+        mask[rng.integers(count)] = True
+    return mask
+
+
+def operating_pattern(rng: np.random.Generator, count: int, scale: float = 0.5) -> np.ndarray:
+    """How this clip's load and temperature tilt a unit's harmonic balance: a
+    `unit_pattern` with per-clip coefficients of std `scale` (about +-1 dB at 0.5)."""
+    return unit_pattern(spread(rng, scale), spread(rng, scale), count)
