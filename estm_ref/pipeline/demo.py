@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 # except the ArcFace margin: with m = 0.7 on 720 training clips the embeddings settle
 # where cos(theta + m) is flat (theta near pi - m, mean own-class cosine -0.79)
 # and the demo's AUC drops by 4-5 points (README, "Quick start").
-DEMO_DATA = {"ids_per_type": 4, "train_per_id": 30, "test_per_id": 20, "anomaly_strength": 2.0}
+# Data at the generator's calibrated difficulty (SynthConfig's anomaly strength and SNR).
+DEMO_DATA = {"ids_per_type": 4, "train_per_id": 30, "test_per_id": 20}
 DEMO_CONFIG = {"model": {"d_model": 64, "depth": 2, "arcface_margin": 0.2},
                "train": {"epochs": 30, "batch_size": 32, "lr": 2e-3}}
 # `--tiny`: an end-to-end check for the test suite, far too small to learn much.
