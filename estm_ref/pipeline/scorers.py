@@ -110,7 +110,7 @@ class FittedScorer:
             dist = cosine_distances(bank, bank)
             np.fill_diagonal(dist, np.inf)
             k = min(int(stats["k"]), len(bank) - 1)
-            return np.sort(np.partition(dist, k - 1, axis=1)[:, :k], axis=1).mean(axis=1)
+            return np.partition(dist, k - 1, axis=1)[:, :k].mean(axis=1)
         return _SCORE[self.name](stats, stats["train"])
 
     def _stats_of(self, id_key: IdKey) -> dict[str, np.ndarray]:
