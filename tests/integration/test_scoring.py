@@ -151,3 +151,23 @@ def test_a_run_without_saved_embeddings_gets_them_from_its_training_clips(tiny_r
         assert main(["score", "--run", str(old), "--scorer", "knn", str(wav)]) == 0
     assert "computing" not in caplog.text
 
+
+
+def test_demo_table_puts_every_scorer_beside_both_baselines_on_the_same_clips(tmp_path, capsys):
+    from estm_ref.pipeline.demo import DEMO_BASELINES, run_demo
+
+    result = run_demo(tmp_path, tiny=True, progress=False)
+    header = result["demo_table"].splitlines()[0]
+    for name in SCORERS:
+        assert f"ESTM {name}" in header
+    for label in DEMO_BASELINES.values():
+        assert label in header
+    # the ESTM columns are the figures `estm test` wrote for each scorer
+    written = {(r["scorer"], r["level"]): r for r in csv.DictReader(
+        open(result["out_dir"] / "scorers.csv"))}
+    average_row = result["demo_table"].splitlines()[-1].split()
+    assert average_row[0] == "Average"
+    for i, name in enumerate(SCORERS):
+        auc = float(average_row[1 + 2 * i])
+        assert auc == pytest.approx(100 * float(written[(name, "average")]["auc"]), abs=0.006)
+    assert result["baselines_n_test"] == result["n_clips"]  # the same test clips
