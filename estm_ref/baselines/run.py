@@ -13,7 +13,6 @@ A clip that cannot be used (unreadable, wrong format) is skipped and listed in
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -140,9 +139,3 @@ def run_baselines(train_clips: Sequence[ClipInfo], test_clips: Sequence[ClipInfo
                             for c, s in zip(test.clips, scores)]
     return run
 
-
-def by_type(rows: Sequence[Row]) -> dict[str, list[Row]]:
-    groups: dict[str, list[Row]] = defaultdict(list)
-    for row in rows:
-        groups[row[0]].append(row)
-    return dict(groups)

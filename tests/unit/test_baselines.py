@@ -151,3 +151,24 @@ def test_baseline_detectors_rank_shifted_clips_higher():
         scores = scorer(train_x, train_y, test_x, test_y)
         assert scores.shape == (60,) and np.isfinite(scores).all()
         assert roc_auc_score(label, scores) > 0.8, scorer.__name__
+
+
+def test_run_baselines_scores_every_readable_clip_and_reports_bad_ones(tmp_path, one_thread):
+    from estm_ref.baselines.run import BASELINES, run_baselines
+    from estm_ref.data import scan_roots
+    from estm_ref.synth.generate import generate
+
+    generate(tmp_path, types=["valve"], ids_per_type=2, train_per_id=3, test_per_id=2,
+             duration_s=1.0, progress=False)
+    (tmp_path / "valve" / "test" / "normal_id_00_00000099.wav").write_bytes(b"not a wav file")
+    index = scan_roots([tmp_path])
+    run = run_baselines(index.select(split="train"), index.select(split="test"),
+                        AutoencoderConfig(epochs=1), progress=False)
+    assert [p.name for p, _ in run.skipped] == ["normal_id_00_00000099.wav"]
+    assert set(run.scores) == set(BASELINES) and (run.n_train, run.n_test) == (6, 4)
+    for rows in run.scores.values():
+        assert sorted((t, i, y) for t, i, y, _ in rows) == \
+            [("valve", "00", 0), ("valve", "00", 1), ("valve", "01", 0), ("valve", "01", 1)]
+        assert all(np.isfinite(s) for *_, s in rows)
+    with pytest.raises(ValueError, match="unknown baselines"):
+        run_baselines(index.select(split="train"), index.select(split="test"), baselines=["x"])
