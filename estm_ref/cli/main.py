@@ -34,7 +34,8 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "ablation": ("estm_ref.cli.ablation", "the Table II grid: paths x features",
                  ("device", "progress")),
     "synth": ("estm_ref.cli.synth",
-              "write seeded synthetic machine sounds in the DCASE 2020 Task 2 layout", ()),
+              "write seeded synthetic machine sounds in the DCASE 2020 Task 2 layout",
+              ("progress",)),
     "model-summary": ("estm_ref.cli.model_summary",
                       "shape after every stage and parameter counts of an ESTM model", ()),
 }

@@ -17,6 +17,8 @@ import time
 
 import torch
 
+from estm_ref.errors import InputError
+
 KERNEL_MODULE = "triton_kernels.selective_scan"
 
 
@@ -29,13 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("selfcheck: --device cuda, but torch sees no CUDA device", file=sys.stderr)
-        return 2
+        raise InputError("selfcheck: --device cuda, but torch sees no CUDA device")
     if args.device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
         if KERNEL_MODULE in sys.modules:
-            print("selfcheck: the kernel module is already loaded without TRITON_INTERPRET=1; "
-                  "run `TRITON_INTERPRET=1 estm selfcheck --device cpu`", file=sys.stderr)
-            return 2
+            raise InputError("selfcheck: the kernel module is already loaded without "
+                             "TRITON_INTERPRET=1; run `TRITON_INTERPRET=1 estm selfcheck --device cpu`")
         # must happen before the kernels are defined: @triton.jit reads it then
         os.environ["TRITON_INTERPRET"] = "1"
         print("selfcheck: set TRITON_INTERPRET=1 to run the Triton kernel on CPU (interpreter, slow)")

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from dataclasses import fields
 from pathlib import Path
 
 from estm_ref.synth.config import MACHINE_TYPES, SynthConfig
 from estm_ref.synth.generate import format_summary, generate
 
-log = logging.getLogger(__name__)
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """--out, one flag per `SynthConfig` field (its default and help from there), --no-progress."""
+    """--out and one flag per `SynthConfig` field (its default and help from there)."""
     parser.add_argument("--out", required=True, type=Path, help="root folder of the data set")
     defaults, helps = SynthConfig(), SynthConfig.field_help()
     for f in fields(SynthConfig):
@@ -27,15 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         kind = type(getattr(defaults, f.name))
         parser.add_argument(flag, type=kind, default=getattr(defaults, f.name),
                             help=f"{helps[f.name]} (default %(default)s)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        cfg = SynthConfig(**{f.name: getattr(args, f.name) for f in fields(SynthConfig)})
-        summary = generate(args.out, cfg, progress=not args.no_progress)
-    except ValueError as err:
-        log.error("%s", err)
-        return 2
+    cfg = SynthConfig(**{f.name: getattr(args, f.name) for f in fields(SynthConfig)})
+    summary = generate(args.out, cfg, progress=not args.no_progress)
     print(format_summary(summary))
     return 0

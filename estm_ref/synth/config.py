@@ -12,6 +12,8 @@ import math
 import numbers
 from dataclasses import dataclass, field, fields
 
+from estm_ref.errors import InputError
+
 MACHINE_TYPES = ("fan", "pump", "slider", "valve", "ToyCar", "ToyConveyor")
 MAX_IDS = 7
 
@@ -59,4 +61,4 @@ class SynthConfig:
 
 def _check(name: str, ok: bool, requirement: str, value) -> None:
     if not ok:
-        raise ValueError(f"{name} must be {requirement}, got {value!r}")
+        raise InputError(f"{name} must be {requirement}, got {value!r}")

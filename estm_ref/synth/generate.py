@@ -32,6 +32,7 @@ import numpy as np
 import soundfile as sf
 
 from estm_ref.config import FeatureConfig
+from estm_ref.errors import InputError
 from estm_ref.synth.config import MACHINE_TYPES, MAX_IDS, SynthConfig
 from estm_ref.synth.dsp import rms
 from estm_ref.synth.machines import MODELS, MachineModel, factory_noise
@@ -77,7 +78,7 @@ def id_params(seed: int, machine_type: str, machine_id: str) -> dict[str, float]
     model = MODELS[machine_type]
     index = int(machine_id) - FIRST_ID[machine_type]
     if not 0 <= index < MAX_IDS:
-        raise ValueError(f"{machine_type} has IDs {machine_ids(machine_type, MAX_IDS)}, "
+        raise InputError(f"{machine_type} has IDs {machine_ids(machine_type, MAX_IDS)}, "
                          f"not {machine_id!r}")
     order_rng = _rng(seed, _PURPOSE_LEVELS, _type_code(machine_type))
     jitter_rng = _rng(seed, _PURPOSE_ID, _type_code(machine_type), index)
