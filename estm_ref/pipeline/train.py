@@ -108,11 +108,16 @@ def _open_run(cfg: Config, run_dir: Path, device: str, resume: bool, force: bool
     return cfg, ddp, dev, state
 
 
-def _load_data(s: Session, data_roots: Sequence[Path | str], cache_dir: Path | None,
-               progress: bool) -> None:
+def _training_clips(data_roots: Sequence[Path | str]) -> list:
+    """The training clips under the roots; found before the run folder is touched, so a
+    wrong root leaves no half-made run behind."""
     train_clips = scan_roots(data_roots).select(split="train")
     if not train_clips:
         raise InputError(f"no training clips under {', '.join(map(str, data_roots))}")
+    return train_clips
+
+
+def _load_data(s: Session, train_clips: list, cache_dir: Path | None, progress: bool) -> None:
     if s.state is None:
         s.class_list = build_class_list(train_clips)
     if s.ddp.is_main:
@@ -188,11 +193,12 @@ def train(cfg: Config, data_roots: Sequence[Path | str], run_dir: Path | str,
     """Train (or resume) a run in `run_dir`. Returns a summary dict; its "model" is the trained
     module (unwrapped from DDP). See the module docstring."""
     run_dir = Path(run_dir)
+    train_clips = _training_clips(data_roots)
     cfg, ddp, dev, state = _open_run(cfg, run_dir, device, resume, force, epoch_overrides)
     torch.manual_seed(cfg.train.seed)
     class_list = [tuple(c) for c in state["class_list"]] if state is not None else []
     s = Session(cfg, run_dir, ddp, dev, class_list, state=state)
-    _load_data(s, data_roots, cache_dir, progress)
+    _load_data(s, train_clips, cache_dir, progress)
     skipped = sum(len(d.skipped) for d in s.datasets.values())
     if skipped and ddp.is_main:
         log.warning("%d bad training file(s) skipped (listed above)", skipped)

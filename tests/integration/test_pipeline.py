@@ -100,11 +100,20 @@ def test_run_folder_is_not_overwritten(tiny_data, tmp_path, caplog):
                                                         "config.json", "thresholds.json"))
 
 
-def test_resume_without_a_checkpoint_or_with_other_settings_is_bad_input(tmp_path, caplog):
-    base = ["--quiet", "train", "--data-root", str(tmp_path), "--out", str(tmp_path / "run")]
+def test_resume_without_a_checkpoint_or_with_other_settings_is_bad_input(tiny_data, tmp_path,
+                                                                        caplog):
+    base = ["--quiet", "train", "--data-root", str(tiny_data), "--out", str(tmp_path / "run")]
     assert main([*base, "--resume"]) == 2 and "no checkpoint.pt" in caplog.text
     assert main([*base, "--resume", "--lr", "0.1"]) == 2
     assert "only --epochs may change (got ['lr'])" in caplog.text
+
+
+def test_a_root_without_training_clips_leaves_no_run_folder(tmp_path, caplog):
+    (tmp_path / "empty").mkdir()
+    run_dir = tmp_path / "run"
+    assert main(["--quiet", "train", "--data-root", str(tmp_path / "empty"), "--out",
+                 str(run_dir)]) == 2
+    assert "no training clips" in caplog.text and not run_dir.exists()
 
 
 def _final_weights(run_dir):
