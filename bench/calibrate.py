@@ -85,6 +85,27 @@ def calibrate_seed(cfg: SynthConfig, args, work: Path) -> tuple[list[dict], dict
     return rows, timing
 
 
+def _calibrate_in_worker(cfg: SynthConfig, args, work: Path, threads: int):
+    torch.set_num_threads(threads)
+    return calibrate_seed(cfg, args, work)
+
+
+def calibrate_seeds(base: SynthConfig, args, work: Path) -> list[tuple[list[dict], dict]]:
+    """Every seed's rows and timing, in order; `--jobs N` runs N seeds at a time in
+    worker processes (one torch thread each unless --threads says otherwise)."""
+    configs = [replace(base, seed=seed) for seed in args.seeds]
+    if args.jobs <= 1:
+        return [calibrate_seed(cfg, args, work) for cfg in configs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+        futures = [pool.submit(_calibrate_in_worker, cfg, args, work, args.threads or 1)
+                   for cfg in configs]
+        return [f.result() for f in futures]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -93,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-per-id", type=int, default=SynthConfig.train_per_id)
     parser.add_argument("--test-per-id", type=int, default=SynthConfig.test_per_id)
     parser.add_argument("--keep", type=Path, default=None, help="keep the generated data here")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run at a time (processes)")
     add_baseline_arguments(parser)
     parser.set_defaults(ae_epochs=20)
     args = parser.parse_args(argv)
@@ -104,8 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.keep or Path(tempfile.mkdtemp(prefix="estm-calibration-"))
     all_rows, sections, met_all = [], [], True
     try:
-        for seed in args.seeds:
-            rows, timing = calibrate_seed(replace(base, seed=seed), args, work)
+        for seed, (rows, timing) in zip(args.seeds, calibrate_seeds(base, args, work)):
             results = checks(rows)
             met_all &= all(ok for _, ok in results)
             text = (f"## Seed {seed}\n\n{table(rows)}\n\n"

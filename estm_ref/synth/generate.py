@@ -51,7 +51,7 @@ ID_JITTER = 0.25
 LOUDNESS_DBFS = (-36.0, -32.0)  # RMS of every clip, uniform, label-independent; leaves
 # 32 dB of headroom for the impacts of slider and valve (crest factors up to ~32 dB)
 SNR_SPREAD_DB = 3.0  # per-clip deviation of the SNR from `snr_db`, uniform, label-independent
-SEVERITY = (0.7, 1.3)  # per-clip spread of the fault amount around anomaly_strength
+SEVERITY = (0.7, 1.3)  # per-clip spread of the fault amount around strength * severity
 LIMIT = 0.9  # samples above this are soft-limited towards full scale (rare transients)
 
 _SPLIT_CODE = {"train": 0, "test": 1}
@@ -104,7 +104,7 @@ def render_clip(seed: int, machine_type: str, machine_id: str, split: str, label
     fault, amount = None, 0.0
     if label == "anomaly":
         fault = model.faults[fault_rng.integers(len(model.faults))]
-        amount = anomaly_strength * fault_rng.uniform(*SEVERITY)
+        amount = anomaly_strength * model.severity * fault_rng.uniform(*SEVERITY)
     machine = model.render(rng, fault_rng, params, n_samples, sample_rate, fault, amount)
     background = factory_noise(noise_rng, n_samples, sample_rate)
     snr = snr_db + noise_rng.uniform(-SNR_SPREAD_DB, SNR_SPREAD_DB)  # the factory's level varies
