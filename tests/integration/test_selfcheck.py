@@ -15,6 +15,7 @@ from estm_ref.scan import selective_scan_ref
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(HAS_CUDA, reason="a CUDA machine checks the CLI on cuda (test_cli_on_cuda_passes); "
                                        "the interpreter path is for machines without a GPU")
 def test_cli_on_cpu_turns_on_the_interpreter_and_passes():

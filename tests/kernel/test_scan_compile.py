@@ -40,6 +40,7 @@ def compiled(tmp_path_factory):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_every_configuration_compiles_for_sm80_and_sm90(compiled):
     from triton_kernels.selective_scan import CONFIGS
 

@@ -68,6 +68,7 @@ def _scan_all(scan, x, case, split=None):
     return torch.cat([y1, y2], dim=-1), h2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SCANS))
 @PROPERTY
 @given(case=cases(min_L=2), data=st.data(), blocks=blocks, seed=seeds)
@@ -89,6 +90,7 @@ def test_scan_in_two_pieces_equals_one_scan(name, case, data, blocks, seed):
         _close(g_two[k], g_full[k], case, msg=f"d{k}")
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(case=cases(), blocks=blocks, seed=seeds)
 @example(case=ScanCase(1, 3, 5, 4, has_D=False, has_z=False), blocks=(2, 4), seed=0)
@@ -104,6 +106,7 @@ def test_D_and_z_act_pointwise(case, blocks, seed):
     _close(y_full.float(), expected, case)
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(case=cases(), blocks=blocks, seed=seeds)
 def test_very_negative_A_forgets_the_past(case, blocks, seed):
@@ -131,6 +134,7 @@ def test_very_negative_A_forgets_the_past(case, blocks, seed):
     assert torch.all(u.grad[..., :-1] == 0), "the last output must not depend on earlier inputs"
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(case=cases(), blocks=blocks, seed=seeds,
        low_precision=st.sampled_from([None, torch.bfloat16, torch.float16]))

@@ -106,6 +106,7 @@ def test_block_gradcheck_float64():
     assert torch.autograd.gradcheck(block, (x,))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_block_ref_vs_triton(bidirectional):
     torch.manual_seed(0)

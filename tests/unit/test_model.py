@@ -187,6 +187,7 @@ def test_own_class_nll_keeps_confident_clips_apart():
     assert own_class_nll(torch.tensor([[5.0]]), torch.tensor([0])).item() == 0.0  # one class
 
 
+@pytest.mark.slow
 def test_tiny_model_ref_vs_triton():
     torch.manual_seed(0)
     cfg = tiny(bidirectional=True, cls_position="middle")
