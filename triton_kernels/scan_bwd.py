@@ -25,7 +25,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from triton_kernels.scan_fwd import _affine_combine, _channel_block, _dt_tile
+from triton_kernels.scan_fwd import _affine_combine, _channel_block, _dt_tile, _state_pairs
 
 
 @triton.jit
@@ -97,11 +97,8 @@ def _selective_scan_bwd_kernel(
         b_du = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)
         b_ddt = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)
         for n in range(N):
-            b_A = tl.load(A + o_d * N + n, mask=m_d, other=0.0).to(tl.float32)
-            b_B = tl.load(B + o_bc + n * L + o_t, mask=m_l, other=0.0).to(tl.float32)
-            b_C = tl.load(C + o_bc + n * L + o_t, mask=m_l, other=0.0).to(tl.float32)
-            b_a = tl.where(m_l[None, :], tl.exp(b_dt * b_A[:, None]), 1.0)
-            b_b = tl.where(m_l[None, :], b_dtu * b_B[None, :], 0.0)
+            b_A, b_B, b_C, b_a, b_b = _state_pairs(A, B, C, o_d, m_d, o_bc, o_t, m_l, L, N, n,
+                                                   b_dt, b_dtu)
             # 1) the tile's states from the saved start state
             b_aa, b_bb = tl.associative_scan((b_a, b_b), 1, _affine_combine)
             b_h0 = tl.load(tile_states + o_tile + c * N + n, mask=m_d, other=0.0)

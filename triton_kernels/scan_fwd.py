@@ -68,6 +68,19 @@ def _dt_tile(delta, o_dl, m_dl, b_delta_bias, HAS_DELTA_BIAS: tl.constexpr,
 
 
 @triton.jit
+def _state_pairs(A, B, C, o_d, m_d, o_bc, o_t, m_l, L, N, n, b_dt, b_dtu):
+    """Column n of the tile: A[:, n] (BLOCK_D,), B[n], C[n] (BLOCK_L,) and the scan pairs
+    a = exp(dt A[:, n]), b = dt u B[n] (BLOCK_D, BLOCK_L), with the identity pair (1, 0) past L
+    (softplus(delta_bias) is not 0 there)."""
+    b_A = tl.load(A + o_d * N + n, mask=m_d, other=0.0).to(tl.float32)
+    b_B = tl.load(B + o_bc + n * L + o_t, mask=m_l, other=0.0).to(tl.float32)
+    b_C = tl.load(C + o_bc + n * L + o_t, mask=m_l, other=0.0).to(tl.float32)
+    b_a = tl.where(m_l[None, :], tl.exp(b_dt * b_A[:, None]), 1.0)
+    b_b = tl.where(m_l[None, :], b_dtu * b_B[None, :], 0.0)
+    return b_A, b_B, b_C, b_a, b_b
+
+
+@triton.jit
 def _selective_scan_fwd_kernel(
     u, delta, A, B, C, D, z, delta_bias, initial_state,  # inputs
     y, last_state, tile_states,  # outputs
@@ -114,12 +127,8 @@ def _selective_scan_fwd_kernel(
         b_dtu = b_dt * b_u
         b_y = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)
         for n in range(N):
-            b_A = tl.load(A + o_d * N + n, mask=m_d, other=0.0).to(tl.float32)
-            b_B = tl.load(B + o_bc + n * L + o_t, mask=m_l, other=0.0).to(tl.float32)
-            b_C = tl.load(C + o_bc + n * L + o_t, mask=m_l, other=0.0).to(tl.float32)
-            # identity pairs past L: softplus(delta_bias) is not 0 there
-            b_a = tl.where(m_l[None, :], tl.exp(b_dt * b_A[:, None]), 1.0)
-            b_b = tl.where(m_l[None, :], b_dtu * b_B[None, :], 0.0)
+            _, b_B, b_C, b_a, b_b = _state_pairs(A, B, C, o_d, m_d, o_bc, o_t, m_l, L, N, n,
+                                                 b_dt, b_dtu)
             b_aa, b_bb = tl.associative_scan((b_a, b_b), 1, _affine_combine)
             m_col = o_n[None, :] == n
             b_h0 = tl.sum(tl.where(m_col, b_h, 0.0), axis=1)
