@@ -36,6 +36,7 @@ from estm_ref.errors import InputError
 from estm_ref.synth.config import MACHINE_TYPES, MAX_IDS, SynthConfig
 from estm_ref.synth.dsp import rms
 from estm_ref.synth.machines import MODELS, MachineModel, factory_noise
+from estm_ref.synth.params import wear
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ ID_JITTER = 0.25
 LOUDNESS_DBFS = (-36.0, -32.0)  # RMS of every clip, uniform, label-independent; leaves
 # 32 dB of headroom for the impacts of slider and valve (crest factors up to ~32 dB)
 SNR_SPREAD_DB = 3.0  # per-clip deviation of the SNR from `snr_db`, uniform, label-independent
+WEAR_STEPS = 2.0  # how far a fault moves the unit's ID parameters, in ID spacings (params.wear)
 SEVERITY = (0.7, 1.3)  # per-clip spread of the fault amount around strength * severity
 LIMIT = 0.9  # samples above this are soft-limited towards full scale (rare transients)
 
@@ -100,11 +102,13 @@ def render_clip(seed: int, machine_type: str, machine_id: str, split: str, label
     model: MachineModel = MODELS[machine_type]
     seeds = np.random.SeedSequence([seed, _PURPOSE_CLIP, _type_code(machine_type), int(machine_id),
                                     _SPLIT_CODE[split], _LABEL_CODE[label], index])
-    rng, fault_rng, noise_rng = (np.random.default_rng(s) for s in seeds.spawn(3))
+    rng, fault_rng, noise_rng, wear_rng = (np.random.default_rng(s) for s in seeds.spawn(4))
     fault, amount = None, 0.0
     if label == "anomaly":
         fault = model.faults[fault_rng.integers(len(model.faults))]
-        amount = anomaly_strength * model.severity * fault_rng.uniform(*SEVERITY)
+        spread = fault_rng.uniform(*SEVERITY)
+        amount = anomaly_strength * model.severity * spread
+        params = wear(wear_rng, model, params, fault, WEAR_STEPS * anomaly_strength * spread)
     machine = model.render(rng, fault_rng, params, n_samples, sample_rate, fault, amount)
     background = factory_noise(noise_rng, n_samples, sample_rate)
     snr = snr_db + noise_rng.uniform(-SNR_SPREAD_DB, SNR_SPREAD_DB)  # the factory's level varies

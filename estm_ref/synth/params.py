@@ -12,8 +12,8 @@ plus the fault, which keeps the effect of `amount` measurable.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -37,6 +37,12 @@ class Param:
             return float(np.exp(np.log(self.lo) + position * (np.log(self.hi) - np.log(self.lo))))
         return self.lo + position * (self.hi - self.lo)
 
+    def moved(self, value: float, fraction: float) -> float:
+        """`value` moved by `fraction` of the range (on the log scale when `log`)."""
+        if self.log:
+            return float(value * (self.hi / self.lo) ** fraction)
+        return value + fraction * (self.hi - self.lo)
+
 
 @dataclass(frozen=True)
 class MachineModel:
@@ -49,6 +55,16 @@ class MachineModel:
     # "How realistic is the synthetic data") so that the official DCASE 2020 autoencoder
     # baseline lands near its published AUC for the type.
     severity: float = 1.0
+    # Fault -> the ID parameters it moves. A worn or damaged unit does not only add a new
+    # sound: it also runs at another speed, with other resonances or another harmonic
+    # balance, i.e. it sounds a little like a sibling unit (see `wear`).
+    wear: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        names = {p.name for p in self.params}
+        for fault, moved in self.wear.items():
+            if fault not in self.faults or not set(moved) <= names:
+                raise ValueError(f"wear of {fault!r} names unknown faults or parameters {moved}")
 
 
 def spread(rng: np.random.Generator, scale: float) -> float:
@@ -76,3 +92,18 @@ def operating_pattern(rng: np.random.Generator, count: int, scale: float = 0.5) 
     """How this clip's load and temperature tilt a unit's harmonic balance: a
     `unit_pattern` with per-clip coefficients of std `scale` (about +-1 dB at 0.5)."""
     return unit_pattern(spread(rng, scale), spread(rng, scale), count)
+
+
+def wear(rng: np.random.Generator, model: MachineModel, params: Mapping[str, float], fault: str,
+         steps: float) -> dict[str, float]:
+    """The ID parameters of a unit with `fault`: each parameter the fault moves
+    (`model.wear`) shifted by `steps` ID spacings (1/7 of its range, see
+    `generate.N_LEVELS`) in a random direction, times a per-parameter spread in [0.5, 1]."""
+    from estm_ref.synth.config import MAX_IDS
+
+    out = dict(params)
+    by_name = {p.name: p for p in model.params}
+    for name in model.wear.get(fault, ()):
+        fraction = rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.0) * steps / MAX_IDS
+        out[name] = by_name[name].moved(out[name], fraction)
+    return out

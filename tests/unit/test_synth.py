@@ -195,3 +195,48 @@ def test_anomaly_strength_moves_every_fault_further_from_normal(machine_type):
     for fault in model.faults:
         weak, strong = distance(fault, 0.25), distance(fault, 4.0)
         assert strong > 1.5 * weak, (fault, weak, strong)
+
+
+def test_a_fault_moves_the_unit_parameters_it_names_and_no_others():
+    """A worn unit sounds a little like a sibling: the parameters `wear` names move by about
+    `steps` ID spacings, every other parameter keeps its value."""
+    from estm_ref.synth.params import wear
+
+    for machine_type, model in MODELS.items():
+        p = id_params(0, machine_type, "01")
+        for fault in model.faults:
+            moved = wear(np.random.default_rng(3), model, p, fault, steps=1.0)
+            named = set(model.wear[fault])
+            assert named, (machine_type, fault)
+            for param in model.params:
+                a, b = p[param.name], moved[param.name]
+                if param.name not in named:
+                    assert a == b, (machine_type, fault, param.name)
+                    continue
+                span = np.log(param.hi / param.lo) if param.log else param.hi - param.lo
+                shift = abs(np.log(b / a) if param.log else b - a) / (span / 7)
+                assert 0.5 - 1e-9 <= shift <= 1.0 + 1e-9, (machine_type, fault, param.name)
+            assert wear(np.random.default_rng(3), model, p, fault, steps=0.0) == p
+
+
+def test_wear_names_only_known_faults_and_parameters():
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="unknown"):
+        replace(MODELS["fan"], wear={"imbalance": ("no_such_parameter",)})
+    with pytest.raises(ValueError, match="unknown"):
+        replace(MODELS["fan"], wear={"no_such_fault": ("shaft_hz",)})
+
+
+def test_wear_changes_anomalous_clips_only(monkeypatch):
+    """Normal clips do not depend on how far faults move the unit; anomalous clips do."""
+    from estm_ref.synth import generate as gen
+
+    p = id_params(0, "pump", "01")
+
+    def clip(label, steps):
+        monkeypatch.setattr(gen, "WEAR_STEPS", steps)
+        return gen.render_clip(0, "pump", "01", "test", label, 0, p, SR, SR // 2, 6.0, 1.0)[0]
+
+    assert np.array_equal(clip("normal", 0.0), clip("normal", 2.0))
+    assert not np.array_equal(clip("anomaly", 0.0), clip("anomaly", 2.0))
