@@ -57,7 +57,7 @@ MODELS: dict[str, MachineModel] = {
                 Param("tonal_db", -4.0, -1.0)),
         faults=("contamination", "leakage", "clogging"),
         render=render_pump,
-        severity=1.0,
+        severity=0.93,
         wear={"contamination": ("vane_a", "vane_b", "vane_gain"),
               "leakage": ("pipe_hz", "turb_hz", "flow_depth"),
               "clogging": ("shaft_hz", "harm_decay", "flow_rate")},
