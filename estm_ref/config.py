@@ -112,10 +112,25 @@ class TrainConfig:
     mixup_alpha: float = 0.0  # mix clips and their ArcFace targets, weight ~ Beta(a, a); 0 = off
     mask_mel_bands: int = 0  # silence up to this many adjacent mel bands per clip; 0 = off
     mask_frames: int = 0  # silence up to this many adjacent STFT frames per clip; 0 = off
+    # self-supervised speed classes: a clip played `speed_step` x k faster (k = +-1..+-n) is
+    # a class of its own, so the embedding must notice small shifts of speed and frequency
+    speed_classes: int = 0  # n shifted views on each side of each ID; 0 = off
+    speed_step: float = 0.03  # relative speed change between neighbouring views
+    speed_prob: float = 0.5  # share of training clips replaced by a shifted view
 
     def __post_init__(self) -> None:
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("amp", self.amp, AMP_MODES)
+        if self.speed_classes < 0 or not 0.0 < self.speed_step * max(self.speed_classes, 1) < 0.5:
+            raise InputError("speed_classes must be >= 0 and speed_step * speed_classes in "
+                             f"(0, 0.5), got {self.speed_classes} and {self.speed_step}")
+        if not 0.0 <= self.speed_prob <= 1.0:
+            raise InputError(f"speed_prob must be in [0, 1], got {self.speed_prob}")
+
+    @property
+    def speed_views(self) -> int:
+        """Head classes per ID: the clip as recorded and its shifted views."""
+        return 1 + 2 * self.speed_classes
 
 
 @dataclass

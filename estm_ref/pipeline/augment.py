@@ -4,6 +4,11 @@ log-mel, the TSG gate and the Tgram all see the same change.
 - `mask_mel_bands`: silence a block of up to `max_bands` adjacent mel bands of each clip
   (its frequency range zeroed in the clip's spectrum), as SpecAugment's frequency masks.
 - `mask_frames`: silence a block of up to `max_frames` adjacent STFT frames (time mask).
+- `speed_views`: play some clips a few percent faster or slower and give each shift a class
+  of its own beside the ID (self-supervised classes, as the DCASE 2020 winning system
+  classified the augmentation with the ID): the classifier can no longer tell the IDs
+  apart by cues that survive a small change of speed, pitch and resonance, which is what
+  wear and many faults change.
 - `mixup`: mix each clip with another of the batch, weight lam ~ Beta(alpha, alpha); the
   loss mixes the ArcFace losses of both classes with the same weights (Noisy-ArcMix,
   arXiv 2310.06364, without its noise).
@@ -55,6 +60,35 @@ def mask_frames(wave: torch.Tensor, cfg: FeatureConfig, max_frames: int) -> torc
     hop = cfg.hop_length
     inside = (t >= start[:, None] * hop) & (t < (start + width)[:, None] * hop)
     return wave.masked_fill(inside, 0.0)
+
+
+def play_faster(wave: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """wave: (batch, n), factor: (batch,) -> each clip played `factor` times as fast (pitch
+    and tempo together, linear interpolation), wrapping around to keep n samples."""
+    n = wave.shape[-1]
+    pos = torch.arange(n, device=wave.device, dtype=torch.float64)[None] * factor[:, None].double()
+    left = torch.floor(pos)
+    frac = (pos - left).to(wave.dtype)
+    i0 = left.long() % n
+    i1 = (i0 + 1) % n
+    return torch.lerp(wave.gather(1, i0), wave.gather(1, i1), frac)
+
+
+def speed_views(wave: torch.Tensor, cls: torch.Tensor, n_classes: int, views: int, step: float,
+                prob: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace about `prob` of the clips by a view played (1 + k * step) times as fast,
+    k in +-1..+-(views - 1) / 2, labelled `cls + n_classes * v` (v = 1..views - 1 numbers the
+    shifts; v = 0 is the clip as recorded). views <= 1 returns the batch unchanged."""
+    if views <= 1 or prob <= 0:
+        return wave, cls
+    half = (views - 1) // 2
+    batch = cls.shape[0]
+    shifted = torch.rand(batch) < prob
+    v = torch.randint(1, views, (batch,)) * shifted
+    k = torch.where(v <= half, v, half - v).to(torch.float64)  # 1..half, then -1..-half
+    out = play_faster(wave, (1.0 + step * k).to(wave.device))
+    mask = shifted.to(wave.device)
+    return torch.where(mask[:, None], out, wave), cls + n_classes * v.to(cls.device)
 
 
 def mixup(wave: torch.Tensor, cls: torch.Tensor,

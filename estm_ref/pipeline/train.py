@@ -26,7 +26,7 @@ from estm_ref.data import ClipDataset, build_class_list, scan_roots, summary_tab
 from estm_ref.errors import InputError, TrainingError
 from estm_ref.model import build_model
 from estm_ref.pipeline import run_dir as rd
-from estm_ref.pipeline.augment import augment
+from estm_ref.pipeline.augment import augment, speed_views
 from estm_ref.pipeline.scoring import fit_scorers
 from estm_ref.pipeline.training_pass import compute_training_pass, split_validation
 from estm_ref.runtime import Dist, autocast_for, init_distributed, resolve_device
@@ -203,7 +203,7 @@ def train(cfg: Config, data_roots: Sequence[Path | str], run_dir: Path | str,
     if skipped and ddp.is_main:
         log.warning("%d bad training file(s) skipped (listed above)", skipped)
 
-    model = build_model(cfg.features, cfg.model, len(s.class_list), dev)
+    model = build_model(cfg.features, cfg.model, len(s.class_list) * cfg.train.speed_views, dev)
     backend = resolve_backend(cfg.model.scan_backend, dev)
     if ddp.is_main:
         n_params = sum(p.numel() for p in model.parameters())
@@ -251,11 +251,14 @@ def _train_epoch(net, loader, optimizer, cfg: Config, dev: torch.device, epoch: 
     net.train()
     total_loss = total_correct = total_clips = 0.0
     start = time.perf_counter()
+    n_classes = getattr(net, "module", net).head.weight.shape[0] // cfg.train.speed_views
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
                disable=not (progress and ddp.is_main), unit="batch")
     for step, (wave, cls, _, _) in enumerate(bar):
         wave = wave.to(dev, non_blocking=True)
         cls = cls.to(dev, non_blocking=True)
+        wave, cls = speed_views(wave, cls, n_classes, cfg.train.speed_views,
+                                cfg.train.speed_step, cfg.train.speed_prob)
         wave, other, lam = augment(wave, cls, cfg.features, cfg.train.mixup_alpha,
                                    cfg.train.mask_mel_bands, cfg.train.mask_frames)
         with autocast_for(cfg.train.amp, dev):

@@ -76,3 +76,20 @@ def test_the_papers_settings_on_few_clips_per_id_name_the_preset(per_id, preset,
     assert ("estm train --preset small-data" in caplog.text) == warned
     if warned:
         assert f"{per_id} training clips per ID" in caplog.text
+
+
+def test_a_run_trained_with_speed_classes_tests_and_scores(tiny_data, tmp_path):
+    """The head holds one class per ID and speed view; testing and scoring load it and score
+    every clip against its own ID as recorded."""
+    import torch
+
+    run_dir = tmp_path / "run"
+    assert main(["train", "--data-root", str(tiny_data), "--out", str(run_dir), "--epochs", "1",
+                 "--speed-classes", "1", "--speed-prob", "1.0", *TINY]) == 0
+    state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    head = next(v for k, v in state["model"].items() if k.endswith("head.weight"))
+    assert head.shape[0] == 2 * 3  # 2 IDs x (as recorded, faster, slower)
+    assert main(["test", "--run", str(run_dir), "--data-root", str(tiny_data), "--no-progress",
+                 "--scorer", "nll"]) == 0
+    wav = next((tiny_data / "pump" / "test").glob("*.wav"))
+    assert main(["--quiet", "score", "--run", str(run_dir), "--scorer", "nll", str(wav)]) == 0

@@ -83,3 +83,54 @@ def test_mixup_weights_follow_the_beta_distribution(alpha):
     lams = [mixup(torch.zeros(2, 1), torch.tensor([0, 1]), alpha)[2] for _ in range(2000)]
     assert np.mean(lams) == pytest.approx(0.5, abs=0.03)
     assert np.var(lams) == pytest.approx(1 / (4 * (2 * alpha + 1)), rel=0.15)
+
+
+def _peak_hz(x: torch.Tensor, sr: int) -> float:
+    spectrum = torch.fft.rfft(x.double()).abs()
+    return float(torch.fft.rfftfreq(x.shape[-1], 1.0 / sr)[spectrum.argmax()])
+
+
+def test_play_faster_scales_every_frequency_and_keeps_the_length():
+    from estm_ref.pipeline.augment import play_faster
+
+    sr, n = 16000, 16000
+    t = torch.arange(n, dtype=torch.float64) / sr
+    wave = torch.sin(2 * np.pi * 500.0 * t)[None].repeat(3, 1)
+    out = play_faster(wave, torch.tensor([1.0, 1.04, 0.96]))
+    assert out.shape == wave.shape
+    assert torch.equal(out[0], wave[0])
+    assert [_peak_hz(x, sr) for x in out] == [500.0, 520.0, 480.0]
+    assert torch.allclose(play_faster(wave, torch.tensor([2.0, 2.0, 2.0]))[0, :100], wave[0, :200:2])
+
+
+def test_speed_views_label_each_shift_as_a_class_of_its_own():
+    from estm_ref.pipeline.augment import speed_views
+
+    torch.manual_seed(0)
+    sr, n, n_classes, step = 16000, 16000, 5, 0.04
+    t = torch.arange(n, dtype=torch.float64) / sr
+    wave = torch.sin(2 * np.pi * 500.0 * t)[None].repeat(64, 1)
+    cls = torch.arange(64) % n_classes
+    out, labels = speed_views(wave, cls, n_classes, views=5, step=step, prob=0.5)
+    view = labels // n_classes
+    assert torch.equal(labels % n_classes, cls)
+    assert set(view.tolist()) == {0, 1, 2, 3, 4}
+    expected = {0: 500.0, 1: 520.0, 2: 540.0, 3: 480.0, 4: 460.0}  # +1, +2, -1, -2 steps
+    for x, v in zip(out, view.tolist()):
+        assert _peak_hz(x, sr) == expected[v]
+        if v == 0:
+            assert torch.equal(x, wave[0])
+    assert 0.3 < (view > 0).float().mean() < 0.7
+    state = torch.get_rng_state()
+    same, same_cls = speed_views(wave, cls, n_classes, views=1, step=step, prob=0.5)
+    assert same is wave and same_cls is cls and torch.equal(torch.get_rng_state(), state)
+
+
+@pytest.mark.parametrize("settings", [{"speed_classes": -1}, {"speed_classes": 4, "speed_step": 0.2},
+                                      {"speed_prob": 1.5}])
+def test_bad_speed_settings_are_refused(settings):
+    from estm_ref.config import TrainConfig
+    from estm_ref.errors import InputError
+
+    with pytest.raises(InputError):
+        TrainConfig(**settings)
