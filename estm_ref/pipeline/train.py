@@ -207,8 +207,9 @@ def train(cfg: Config, data_roots: Sequence[Path | str], run_dir: Path | str,
     backend = resolve_backend(cfg.model.scan_backend, dev)
     if ddp.is_main:
         n_params = sum(p.numel() for p in model.parameters())
-        log.info("model: %.2f M parameters, %d classes, scan backend %s on %s, %d process(es)",
-                 n_params / 1e6, len(s.class_list), backend, dev, ddp.world_size)
+        views = (f" x {cfg.train.speed_views} speed views" if cfg.train.speed_views > 1 else "")
+        log.info("model: %.2f M parameters, %d classes%s, scan backend %s on %s, %d process(es)",
+                 n_params / 1e6, len(s.class_list), views, backend, dev, ddp.world_size)
     check_kernel_parity(cfg, dev)
     optimizer, scheduler, start_epoch = _optimiser(s, model)
     net = model if ddp.world_size == 1 else torch.nn.parallel.DistributedDataParallel(
