@@ -24,7 +24,7 @@ from estm_ref.data import scan_roots
 from estm_ref.pipeline.evaluate import format_scorer_table, summarise_rows, test_run
 from estm_ref.pipeline.plots import require_matplotlib
 from estm_ref.pipeline.train import train
-from estm_ref.synth.generate import generate
+from estm_ref.synth.generate import GENERATOR_VERSION, generate
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def generate_demo_data(data_dir: Path, tiny: bool, seed: int, progress: bool) ->
     # the marker sits beside the data root, not in it: the loader reports stray files
     marker = data_dir.with_name(data_dir.name + ".complete")
     sizes = dict(TINY_DATA if tiny else DEMO_DATA)
-    stamp = f"seed={seed} {sorted(sizes.items())}\n"
+    stamp = f"generator={GENERATOR_VERSION} seed={seed} {sorted(sizes.items())}\n"
     if marker.exists() and marker.read_text() == stamp:
         log.info("reusing the synthetic data in %s", data_dir)
         return

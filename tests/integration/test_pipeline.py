@@ -273,3 +273,17 @@ def test_thresholds_come_from_held_out_clips_when_there_are_enough(tiny_data, tm
         assert written[key] == pytest.approx(gamma_threshold(values), rel=1e-9), key
     with open(run_dir / "metrics.csv") as f:
         assert float(next(csv.DictReader(f))["val_loss"]) > 0
+
+
+def test_demo_data_is_reused_only_when_made_by_this_generator_version(tmp_path, monkeypatch):
+    from estm_ref.pipeline import demo
+
+    calls = []
+    monkeypatch.setattr(demo, "generate", lambda out, **kw: (calls.append(kw), out.mkdir()))
+    data = tmp_path / "data"
+    demo.generate_demo_data(data, tiny=True, seed=0, progress=False)
+    demo.generate_demo_data(data, tiny=True, seed=0, progress=False)
+    assert len(calls) == 1  # the same settings and version: reused
+    monkeypatch.setattr(demo, "GENERATOR_VERSION", demo.GENERATOR_VERSION + 1)
+    demo.generate_demo_data(data, tiny=True, seed=0, progress=False)
+    assert len(calls) == 2  # made by another version of the generator: made again
