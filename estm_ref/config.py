@@ -132,6 +132,10 @@ class TrainConfig:
         """Head classes per ID: the clip as recorded and its shifted views."""
         return 1 + 2 * self.speed_classes
 
+    def head_classes(self, n_ids: int) -> int:
+        """Classes of the ArcFace head for `n_ids` (type, ID) classes: one per ID and view."""
+        return n_ids * self.speed_views
+
 
 @dataclass
 class Config:

@@ -129,7 +129,7 @@ def load_run(run_dir: Path | str, device: torch.device) -> Run:
     state = load(run_dir / CHECKPOINT_NAME, map_location=device)
     cfg = Config.from_dict(state["config"])
     class_list = [tuple(c) for c in state["class_list"]]
-    model = build_model(cfg.features, cfg.model, len(class_list) * cfg.train.speed_views, device)
+    model = build_model(cfg.features, cfg.model, cfg.train.head_classes(len(class_list)), device)
     model.load_state_dict(state["model"])
     model.eval()
     epoch = int(state["epoch"])

@@ -203,7 +203,7 @@ def train(cfg: Config, data_roots: Sequence[Path | str], run_dir: Path | str,
     if skipped and ddp.is_main:
         log.warning("%d bad training file(s) skipped (listed above)", skipped)
 
-    model = build_model(cfg.features, cfg.model, len(s.class_list) * cfg.train.speed_views, dev)
+    model = build_model(cfg.features, cfg.model, cfg.train.head_classes(len(s.class_list)), dev)
     backend = resolve_backend(cfg.model.scan_backend, dev)
     if ddp.is_main:
         n_params = sum(p.numel() for p in model.parameters())

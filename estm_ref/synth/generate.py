@@ -185,7 +185,8 @@ def generate(out: Path | str, config: SynthConfig | None = None, *, progress: bo
     seconds = time.perf_counter() - start
     cpu_seconds = time.process_time() - cpu_start  # this process's CPU time: speed per core
     summary = {
-        "out": str(out), "generator_version": GENERATOR_VERSION, "seed": cfg.seed, "types": list(cfg.types), "sample_rate": sample_rate,
+        "out": str(out), "generator_version": GENERATOR_VERSION, "seed": cfg.seed,
+        "types": list(cfg.types), "sample_rate": sample_rate,
         "duration_s": n_samples / sample_rate, "snr_db": cfg.snr_db,
         "anomaly_strength": cfg.anomaly_strength, "anomaly_fraction": cfg.anomaly_fraction,
         "ids": {t: machine_ids(t, cfg.ids_per_type) for t in cfg.types},

@@ -17,6 +17,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from estm_ref.synth.config import MAX_IDS
+
 
 @dataclass(frozen=True)
 class Param:
@@ -99,8 +101,6 @@ def wear(rng: np.random.Generator, model: MachineModel, params: Mapping[str, flo
     """The ID parameters of a unit with `fault`: each parameter the fault moves
     (`model.wear`) shifted by `steps` ID spacings (1/7 of its range, see
     `generate.N_LEVELS`) in a random direction, times a per-parameter spread in [0.5, 1]."""
-    from estm_ref.synth.config import MAX_IDS
-
     out = dict(params)
     by_name = {p.name: p for p in model.params}
     for name in model.wear.get(fault, ()):
