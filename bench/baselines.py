@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -88,6 +89,9 @@ def add_baseline_arguments(parser: argparse.ArgumentParser) -> None:
                         help="autoencoder epochs (official: %(default)s)")
     parser.add_argument("--ae-seed", type=int, default=0, help="autoencoder initialisation seed")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="worker processes for the machine types' autoencoders, one torch "
+                             "thread each (default: the CPU count, %(default)s)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for CSV + Markdown")
     parser.add_argument("--quiet", action="store_true", help="only warnings, errors and tables")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -115,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     test = [c for c in index.select(split="test") if c.label is not None]
     start = time.perf_counter()
     try:
-        run = run_baselines(train, test, ae_cfg, args.baselines, progress=not args.no_progress)
+        run = run_baselines(train, test, ae_cfg, args.baselines, progress=not args.no_progress,
+                            jobs=args.jobs)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

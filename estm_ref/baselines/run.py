@@ -83,31 +83,65 @@ def read_clips(clips: Sequence[ClipInfo], ae_cfg: AutoencoderConfig, progress: b
     return ClipSet(kept, np.concatenate(mels), np.concatenate(rms)), skipped
 
 
+def _fit_and_score_type(machine_type: str, train_mels: np.ndarray, test_mels: np.ndarray,
+                        cfg: AutoencoderConfig, progress: bool,
+                        threads: int | None = None) -> tuple[np.ndarray, list[dict]]:
+    """Train one type's autoencoder on its training clips' log-mels and score its test
+    clips: (scores, history). `threads` sets torch's thread count (in a worker process)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    vectors = torch.cat([frame_vectors(torch.from_numpy(m), cfg.frames) for m in train_mels])
+    model, history = train_autoencoder(vectors, cfg, progress, desc=f"autoencoder {machine_type}")
+    last = history[-1]
+    log.info("autoencoder %s: %d vectors, %d epochs, loss %.3f, val_loss %.3f",
+             machine_type, len(vectors), cfg.epochs, last["loss"], last["val_loss"])
+    scores = np.array([clip_score(model, frame_vectors(torch.from_numpy(m), cfg.frames))
+                       for m in test_mels])
+    return scores, history
+
+
 def _autoencoder_scores(train: ClipSet, test: ClipSet, cfg: AutoencoderConfig, progress: bool,
-                        history: dict[str, list[dict]]) -> np.ndarray:
+                        history: dict[str, list[dict]], jobs: int = 1) -> np.ndarray:
+    """One model per machine type; with `jobs` > 1 the types train in that many worker
+    processes of one torch thread each (the same numbers as one thread in-process)."""
     scores = np.full(len(test.clips), np.nan)
-    for machine_type in sorted({c.machine_type for c in test.clips}):
-        rows = [i for i, c in enumerate(train.clips) if c.machine_type == machine_type]
-        vectors = torch.cat([frame_vectors(torch.from_numpy(train.log_mels[i]), cfg.frames)
-                             for i in rows])
-        model, history[machine_type] = train_autoencoder(vectors, cfg, progress,
-                                                         desc=f"autoencoder {machine_type}")
-        last = history[machine_type][-1]
-        log.info("autoencoder %s: %d vectors, %d epochs, loss %.3f, val_loss %.3f",
-                 machine_type, len(vectors), cfg.epochs, last["loss"], last["val_loss"])
-        for i, clip in enumerate(test.clips):
-            if clip.machine_type == machine_type:
-                scores[i] = clip_score(model, frame_vectors(torch.from_numpy(test.log_mels[i]),
-                                                            cfg.frames))
+    types = sorted({c.machine_type for c in test.clips})
+    rows = {t: ([i for i, c in enumerate(train.clips) if c.machine_type == t],
+                [i for i, c in enumerate(test.clips) if c.machine_type == t]) for t in types}
+
+    def task(t: str) -> tuple:
+        train_rows, test_rows = rows[t]
+        return t, train.log_mels[train_rows], test.log_mels[test_rows], cfg
+
+    if jobs <= 1:
+        results = {t: _fit_and_score_type(*task(t), progress) for t in types}
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        from tqdm.auto import tqdm
+
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(jobs, len(types)), mp_context=context) as pool:
+            futures = {pool.submit(_fit_and_score_type, *task(t), False, 1): t for t in types}
+            results = {}
+            for future in tqdm(as_completed(futures), total=len(futures), desc="autoencoders",
+                               unit="type", disable=not progress, leave=False):
+                results[futures[future]] = future.result()
+    for t in types:
+        scores[rows[t][1]], history[t] = results[t]
     return scores
 
 
 def run_baselines(train_clips: Sequence[ClipInfo], test_clips: Sequence[ClipInfo],
                   ae_cfg: AutoencoderConfig | None = None, baselines: Sequence[str] = BASELINES,
-                  progress: bool = True) -> BaselineRun:
+                  progress: bool = True, jobs: int = 1) -> BaselineRun:
     """Fit every baseline on the normal training clips and score the test clips whose
-    (type, ID) has training clips; returns per-clip scores (higher = more anomalous)."""
+    (type, ID) has training clips; returns per-clip scores (higher = more anomalous).
+    `jobs` > 1 trains that many machine types' autoencoders at a time in worker processes."""
     ae_cfg = ae_cfg or AutoencoderConfig()
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise ValueError(f"unknown baselines {unknown}; choose from {BASELINES}")
@@ -128,7 +162,7 @@ def run_baselines(train_clips: Sequence[ClipInfo], test_clips: Sequence[ClipInfo
     stats = standardise(clip_statistics(train.log_mels), clip_statistics(test.log_mels))
     for name in baselines:
         if name == "autoencoder":
-            scores = _autoencoder_scores(train, test, ae_cfg, progress, run.ae_history)
+            scores = _autoencoder_scores(train, test, ae_cfg, progress, run.ae_history, jobs)
         elif name == "mahalanobis":
             scores = mahalanobis_scores(stats[0], train_y, stats[1], test_y)
         elif name == "id-classifier":

@@ -25,7 +25,7 @@ __all__ = ["MODELS", "MachineModel", "Param", "factory_noise"]
 # Fault severities (MachineModel.severity) come from a sweep of the anomaly strength against
 # the official DCASE 2020 autoencoder baseline (4 IDs x 100 training clips, 20 epochs, seeds
 # 0 and 1): the strength at which it lands near its published AUC for the type (README). The
-# parameters each fault moves (`wear`, by generate.WEAR_STEPS ID spacings) were chosen for
+# parameters each fault moves (`wear`, by `wear_steps` ID spacings) were chosen for
 # the physics; the step count so that the per-ID clip-statistics detector lands at 80-90.
 
 # blade, vane or winding irregularity of a unit (see params.unit_pattern)

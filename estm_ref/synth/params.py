@@ -61,8 +61,14 @@ class MachineModel:
     # sound: it also runs at another speed, with other resonances or another harmonic
     # balance, i.e. it sounds a little like a sibling unit (see `wear`).
     wear: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # How far a fault moves those parameters at anomaly strength 1, in ID spacings (times
+    # the clip's spread of the fault amount). Calibrated per type with `severity`: wear is
+    # what a per-unit detector notices and a detector trained on all units barely does.
+    wear_steps: float = 2.0
 
     def __post_init__(self):
+        if not self.wear_steps >= 0:
+            raise ValueError(f"wear_steps must be >= 0, got {self.wear_steps}")
         names = {p.name for p in self.params}
         for fault, moved in self.wear.items():
             if fault not in self.faults or not set(moved) <= names:

@@ -172,3 +172,20 @@ def test_run_baselines_scores_every_readable_clip_and_reports_bad_ones(tmp_path,
         assert all(np.isfinite(s) for *_, s in rows)
     with pytest.raises(ValueError, match="unknown baselines"):
         run_baselines(index.select(split="train"), index.select(split="test"), baselines=["x"])
+
+
+def test_autoencoders_trained_in_worker_processes_give_the_same_scores(tmp_path, one_thread):
+    from estm_ref.baselines.run import run_baselines
+    from estm_ref.data import scan_roots
+    from estm_ref.synth.generate import generate
+
+    generate(tmp_path, types=["valve", "fan"], ids_per_type=1, train_per_id=2, test_per_id=2,
+             duration_s=1.0, progress=False)
+    index = scan_roots([tmp_path])
+    runs = [run_baselines(index.select(split="train"), index.select(split="test"),
+                          AutoencoderConfig(epochs=2), ["autoencoder"], progress=False, jobs=jobs)
+            for jobs in (1, 2)]
+    assert runs[0].scores == runs[1].scores and len(runs[0].scores["autoencoder"]) == 4
+    assert runs[0].ae_history == runs[1].ae_history
+    with pytest.raises(ValueError, match="jobs"):
+        run_baselines(index.select(split="train"), index.select(split="test"), jobs=0)

@@ -55,16 +55,18 @@ def test_test_split_is_half_anomalous_by_default(tmp_path):
 
 def test_same_seed_gives_identical_bytes_whatever_else_is_generated(tmp_path):
     small = dict(duration_s=0.5, progress=False)
-    generate(tmp_path / "a", seed=7, ids_per_type=2, train_per_id=3, test_per_id=2,
-             types=["valve", "fan", "ToyConveyor"], **small)
-    generate(tmp_path / "b", seed=7, ids_per_type=2, train_per_id=3, test_per_id=2,
-             types=["valve", "fan", "ToyConveyor"], **small)
+    summary_a = generate(tmp_path / "a", seed=7, ids_per_type=2, train_per_id=3, test_per_id=2,
+                         types=["valve", "fan", "ToyConveyor"], **small)
+    summary_b = generate(tmp_path / "b", seed=7, ids_per_type=2, train_per_id=3, test_per_id=2,
+                         types=["valve", "fan", "ToyConveyor"], jobs=2, **small)  # in 2 processes
     generate(tmp_path / "c", seed=7, ids_per_type=1, train_per_id=1, test_per_id=2,
              types=["ToyConveyor"], **small)
     generate(tmp_path / "d", seed=8, ids_per_type=1, train_per_id=1, test_per_id=2,
              types=["ToyConveyor"], **small)
     a, b, c, d = (wav_files(tmp_path / k) for k in "abcd")
     assert a == b
+    for key in ("counts", "faults", "n_files", "n_limited"):
+        assert summary_a[key] == summary_b[key], key
     assert c and all(a[name] == data for name, data in c.items())  # a subset, made alone
     assert set(c) == set(d) and all(c[name] != d[name] for name in c)  # the seed matters
 
@@ -73,7 +75,8 @@ def test_same_seed_gives_identical_bytes_whatever_else_is_generated(tmp_path):
                                     dict(types=[]), dict(ids_per_type=0), dict(ids_per_type=8),
                                     dict(train_per_id=-1), dict(anomaly_fraction=1.5),
                                     dict(anomaly_strength=0.0), dict(seed=-1),
-                                    dict(duration_s=0.01), dict(snr_db=float("nan"))])
+                                    dict(duration_s=0.01), dict(snr_db=float("nan")),
+                                    dict(jobs=0)])
 def test_bad_arguments_are_refused(tmp_path, kwargs):
     with pytest.raises(ValueError):
         generate(tmp_path, progress=False, **kwargs)
@@ -226,16 +229,20 @@ def test_wear_names_only_known_faults_and_parameters():
         replace(MODELS["fan"], wear={"imbalance": ("no_such_parameter",)})
     with pytest.raises(ValueError, match="unknown"):
         replace(MODELS["fan"], wear={"no_such_fault": ("shaft_hz",)})
+    with pytest.raises(ValueError, match="wear_steps"):
+        replace(MODELS["fan"], wear_steps=-1.0)
 
 
 def test_wear_changes_anomalous_clips_only(monkeypatch):
     """Normal clips do not depend on how far faults move the unit; anomalous clips do."""
+    from dataclasses import replace
+
     from estm_ref.synth import generate as gen
 
     p = id_params(0, "pump", "01")
 
     def clip(label, steps):
-        monkeypatch.setattr(gen, "WEAR_STEPS", steps)
+        monkeypatch.setitem(gen.MODELS, "pump", replace(MODELS["pump"], wear_steps=steps))
         return gen.render_clip(0, "pump", "01", "test", label, 0, p, SR, SR // 2, 6.0, 1.0)[0]
 
     assert np.array_equal(clip("normal", 0.0), clip("normal", 2.0))
