@@ -54,8 +54,8 @@ class MachineModel:
     description: str
     # How far this type's faults go at anomaly strength 1: the `amount` a render function
     # gets is anomaly_strength * severity * a per-clip spread. Calibrated per type (README,
-    # "How realistic is the synthetic data") so that the official DCASE 2020 autoencoder
-    # baseline lands near its published AUC for the type.
+    # "How realistic is the synthetic data") together with `wear_steps`, so that the
+    # official DCASE 2020 autoencoder baseline lands near its published AUC for the type.
     severity: float = 1.0
     # Fault -> the ID parameters it moves. A worn or damaged unit does not only add a new
     # sound: it also runs at another speed, with other resonances or another harmonic
