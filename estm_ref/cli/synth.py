@@ -13,6 +13,8 @@ from estm_ref.synth.generate import format_summary, generate
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """--out and one flag per `SynthConfig` field (its default and help from there)."""
     parser.add_argument("--out", required=True, type=Path, help="root folder of the data set")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="worker processes that render clips; same files (default %(default)s)")
     defaults, helps = SynthConfig(), SynthConfig.field_help()
     for f in fields(SynthConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -28,6 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = SynthConfig(**{f.name: getattr(args, f.name) for f in fields(SynthConfig)})
-    summary = generate(args.out, cfg, progress=not args.no_progress)
+    summary = generate(args.out, cfg, progress=not args.no_progress, jobs=args.jobs)
     print(format_summary(summary))
     return 0

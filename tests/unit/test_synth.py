@@ -91,6 +91,7 @@ def test_cli(tmp_path, capsys):
     assert "pump" in out and "clips/s" in out
     assert len(list((tmp_path / "pump").rglob("*.wav"))) == 4
     assert main(["--quiet", "synth", "--out", str(tmp_path / "x"), "--ids-per-type", "9"]) == 2
+    assert main(["--quiet", "synth", "--out", str(tmp_path / "y"), "--jobs", "0"]) == 2
 
 
 def test_cli_flags_are_built_from_the_config_defaults():
