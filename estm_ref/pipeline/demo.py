@@ -12,6 +12,7 @@ defaults on the real data.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from dataclasses import replace
@@ -53,7 +54,8 @@ def demo_config(tiny: bool = False) -> Config:
     return with_overrides(Config(), TINY_CONFIG if tiny else DEMO_CONFIG)
 
 
-def generate_demo_data(data_dir: Path, tiny: bool, seed: int, progress: bool) -> None:
+def generate_demo_data(data_dir: Path, tiny: bool, seed: int, progress: bool,
+                       jobs: int = 1) -> None:
     # the marker sits beside the data root, not in it: the loader reports stray files
     marker = data_dir.with_name(data_dir.name + ".complete")
     sizes = dict(TINY_DATA if tiny else DEMO_DATA)
@@ -64,7 +66,7 @@ def generate_demo_data(data_dir: Path, tiny: bool, seed: int, progress: bool) ->
     if data_dir.exists():  # a different or unfinished set: start clean
         shutil.rmtree(data_dir)
     marker.unlink(missing_ok=True)
-    generate(data_dir, seed=seed, progress=progress, **sizes)
+    generate(data_dir, seed=seed, progress=progress, jobs=jobs, **sizes)
     marker.write_text(stamp)
 
 
@@ -74,7 +76,9 @@ def run_demo(out: Path, tiny: bool = False, overrides: dict | None = None, devic
     start = time.perf_counter()
     out = Path(out)
     data_dir, run_dir = out / "data", out / "run"
-    generate_demo_data(data_dir, tiny, seed, progress)
+    # rendering and the autoencoders use every core (worker processes; same results)
+    jobs = 1 if tiny else os.cpu_count() or 1
+    generate_demo_data(data_dir, tiny, seed, progress, jobs)
     cfg = with_overrides(demo_config(tiny), overrides or {})
     train(cfg, [data_dir], run_dir, device=device, force=True, progress=progress,
           cache_dir=out / "cache")
@@ -83,7 +87,7 @@ def run_demo(out: Path, tiny: bool = False, overrides: dict | None = None, devic
                      seed=seed)
     index = scan_roots([data_dir])
     baselines = run_baselines(index.select(split="train"), index.select(split="test"), ae_cfg,
-                              tuple(DEMO_BASELINES), progress)
+                              tuple(DEMO_BASELINES), progress, jobs)
     tables = {f"ESTM {name}": table for name, table in result["scorers"].items()}
     tables.update((label, summarise_rows(baselines.scores[name]))
                   for name, label in DEMO_BASELINES.items())
