@@ -143,14 +143,14 @@ def _plan(machine_type: str, ids: list[str], train_per_id: int, test_per_id: int
     return jobs
 
 
-def _render_and_write(out: Path, seed: int, jobs: list[tuple], params: dict,
+def _render_and_write(out: Path, seed: int, clips: list[tuple], params: dict,
                       sample_rate: int, n_samples: int, snr_db: float,
                       anomaly_strength: float) -> tuple[list[str | None], int, float]:
-    """Render and write `jobs` ((type, ID, split, label, index) each): each clip's fault
+    """Render and write `clips` ((type, ID, split, label, index) each): each clip's fault
     (None if normal), how many were soft-limited, and the CPU seconds it took."""
     cpu_start = time.process_time()
     faults, n_limited = [], 0
-    for machine_type, machine_id, split, label, index in jobs:
+    for machine_type, machine_id, split, label, index in clips:
         samples, fault, limited = render_clip(
             seed, machine_type, machine_id, split, label, index, params[machine_type][machine_id],
             sample_rate, n_samples, snr_db, anomaly_strength)
