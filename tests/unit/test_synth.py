@@ -86,7 +86,7 @@ def test_bad_arguments_are_refused(tmp_path, kwargs):
 def test_cli(tmp_path, capsys):
     assert main(["--quiet", "synth", "--out", str(tmp_path), "--types", "pump", "--ids-per-type",
                  "1", "--train-per-id", "2", "--test-per-id", "2", "--duration-s", "0.3",
-                 "--no-progress"]) == 0
+                 "--jobs", "2", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "pump" in out and "clips/s" in out
     assert len(list((tmp_path / "pump").rglob("*.wav"))) == 4
