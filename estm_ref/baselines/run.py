@@ -26,6 +26,7 @@ from estm_ref.baselines.statistics import (clip_statistics, id_classifier_scores
                                            mahalanobis_scores, rms_scores, standardise)
 from estm_ref.config import FeatureConfig
 from estm_ref.data import ClipInfo, load_clip
+from estm_ref.processes import process_map
 
 log = logging.getLogger(__name__)
 
@@ -104,30 +105,20 @@ def _autoencoder_scores(train: ClipSet, test: ClipSet, cfg: AutoencoderConfig, p
                         history: dict[str, list[dict]], jobs: int = 1) -> np.ndarray:
     """One model per machine type; with `jobs` > 1 the types train in that many worker
     processes of one torch thread each (the same numbers as one thread in-process)."""
+    from tqdm.auto import tqdm
+
     scores = np.full(len(test.clips), np.nan)
     types = sorted({c.machine_type for c in test.clips})
     rows = {t: ([i for i, c in enumerate(train.clips) if c.machine_type == t],
                 [i for i, c in enumerate(test.clips) if c.machine_type == t]) for t in types}
-
-    def task(t: str) -> tuple:
-        train_rows, test_rows = rows[t]
-        return t, train.log_mels[train_rows], test.log_mels[test_rows], cfg
-
-    if jobs <= 1:
-        results = {t: _fit_and_score_type(*task(t), progress) for t in types}
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        from tqdm.auto import tqdm
-
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(jobs, len(types)), mp_context=context) as pool:
-            futures = {pool.submit(_fit_and_score_type, *task(t), False, 1): t for t in types}
-            results = {}
-            for future in tqdm(as_completed(futures), total=len(futures), desc="autoencoders",
-                               unit="type", disable=not progress, leave=False):
-                results[futures[future]] = future.result()
+    jobs = max(1, min(jobs, len(types)))
+    # in workers: one torch thread each and no per-epoch bars (one bar over the types)
+    tail = (progress, None) if jobs == 1 else (False, 1)
+    tasks = ((t, train.log_mels[rows[t][0]], test.log_mels[rows[t][1]], cfg, *tail)
+             for t in types)  # lazily: one type's copy at a time in-process
+    done = process_map(_fit_and_score_type, tasks, jobs)
+    results = dict(zip(types, tqdm(done, total=len(types), desc="autoencoders", unit="type",
+                                   disable=not progress or jobs == 1, leave=False)))
     for t in types:
         scores[rows[t][1]], history[t] = results[t]
     return scores

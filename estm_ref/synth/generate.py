@@ -33,6 +33,7 @@ import soundfile as sf
 
 from estm_ref.config import FeatureConfig
 from estm_ref.errors import InputError
+from estm_ref.processes import process_map
 from estm_ref.synth.config import MACHINE_TYPES, MAX_IDS, SynthConfig
 from estm_ref.synth.dsp import rms
 from estm_ref.synth.machines import MODELS, MachineModel, factory_noise
@@ -194,21 +195,10 @@ def generate(out: Path | str, config: SynthConfig | None = None, *, progress: bo
     start = time.perf_counter()
     results = []
     with tqdm(total=len(plan), desc="synth", unit="clip", disable=not progress) as bar:
-        if jobs == 1:
-            for part in chunks:
-                results.append(_render_and_write(*common, part, *render))
-                bar.update(len(part))
-        else:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(jobs, mp_context=context) as pool:
-                futures = [pool.submit(_render_and_write, *common, part, *render)
-                           for part in chunks]
-                for future, part in zip(futures, chunks):
-                    results.append(future.result())
-                    bar.update(len(part))
+        tasks = [(*common, part, *render) for part in chunks]
+        for part, result in zip(chunks, process_map(_render_and_write, tasks, jobs)):
+            results.append(result)
+            bar.update(len(part))
     seconds = time.perf_counter() - start
     faults: dict[str, Counter] = {t: Counter() for t in cfg.types}
     counts: dict[str, Counter] = {t: Counter() for t in cfg.types}

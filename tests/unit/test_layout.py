@@ -3,7 +3,7 @@
 Layers, lowest first (a module imports only from lower layers or from its own package):
 
     errors                     the project's error types
-    config, runtime            typed config; device, autocast, distributed
+    config, runtime, processes typed config; device, autocast, distributed; worker processes
     triton_kernels             the kernel on its own: nothing from estm_ref
     scan                       reference, parity harness, backend choice
     data, synth, model         data on disk, the synthetic generator, the network
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-LAYERS = [("errors",), ("config", "runtime"), ("triton_kernels",), ("scan",),
+LAYERS = [("errors",), ("config", "runtime", "processes"), ("triton_kernels",), ("scan",),
           ("data", "synth", "model"), ("baselines",), ("pipeline",), ("cli",)]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 MAX_LINES = 400
