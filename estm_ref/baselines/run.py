@@ -150,14 +150,15 @@ def run_baselines(train_clips: Sequence[ClipInfo], test_clips: Sequence[ClipInfo
     classes = {key: i for i, key in enumerate(sorted(known))}
     train_y = np.array([classes[(c.machine_type, c.machine_id)] for c in train.clips])
     test_y = np.array([classes[(c.machine_type, c.machine_id)] for c in test.clips])
-    stats = standardise(clip_statistics(train.log_mels), clip_statistics(test.log_mels))
+    stats = clip_statistics(train.log_mels), clip_statistics(test.log_mels)
     for name in baselines:
         if name == "autoencoder":
             scores = _autoencoder_scores(train, test, ae_cfg, progress, run.ae_history, jobs)
         elif name == "mahalanobis":
             scores = mahalanobis_scores(stats[0], train_y, stats[1], test_y)
         elif name == "id-classifier":
-            scores = id_classifier_scores(stats[0], train_y, stats[1], test_y)
+            train_z, test_z = standardise(*stats)  # over all classes, for the classifier
+            scores = id_classifier_scores(train_z, train_y, test_z, test_y)
         else:
             scores = rms_scores(train.rms_db, train_y, test.rms_db, test_y)
         run.scores[name] = [(c.machine_type, c.machine_id, c.label, float(s))

@@ -1,13 +1,15 @@
 """Detectors on clip-level statistics, as a scale for how much of an anomaly the clip
 statistics carry (none is part of ESTM).
 
-Features: per mel band, the mean and the std over frames of the clip's log-mel
-(2 x n_mels values), standardised with the training clips' statistics.
+Features: per mel band, the mean and the std over frames of the clip's log-mel in dB
+(2 x n_mels values).
 - `mahalanobis_scores`: per (type, ID), the squared Mahalanobis distance to that ID's
-  training clips (covariance shrunk towards the identity); needs no other ID. Close to
-  the frame-statistics detectors of the DCASE 2020 technical reports.
-- `id_classifier_scores`: multinomial logistic regression over all (type, ID) classes,
-  scored like ESTM: -log p of the clip's own class (a linear ID-classification surrogate).
+  training clips, with their mean and Ledoit-Wolf covariance of the features as they are;
+  fitted on that ID's clips alone, so no other ID or type changes its scores. Close to the
+  frame-statistics detectors of the DCASE 2020 technical reports.
+- `id_classifier_scores`: multinomial logistic regression over all (type, ID) classes on
+  the features standardised with all training clips (`standardise`), scored like ESTM:
+  -log p of the clip's own class (a linear ID-classification surrogate).
 - `rms_scores`: per ID, how far the clip's loudness (dB RMS) lies from that ID's training
   clips, in training standard deviations. Loudness alone should say nothing.
 """
@@ -15,9 +17,6 @@ Features: per mel band, the mean and the std over frames of the clip's log-mel
 from __future__ import annotations
 
 import numpy as np
-
-SHRINK = 0.1  # added to the diagonal of each ID's covariance of standardised features
-
 
 def clip_statistics(log_mels: np.ndarray) -> np.ndarray:
     """log_mels: (n_clips, n_mels, n_frames) -> (n_clips, 2 * n_mels): mean and std over frames."""
@@ -37,7 +36,9 @@ def _check_known(train_y: np.ndarray, test_y: np.ndarray) -> None:
 
 
 def mahalanobis_scores(train_x, train_y, test_x, test_y) -> np.ndarray:
-    """Squared Mahalanobis distance of each test clip to its own ID's training clips."""
+    """Squared Mahalanobis distance of each test clip to its own ID's training clips, under
+    their Ledoit-Wolf covariance (`ledoit_wolf`)."""
+    train_x, test_x = np.asarray(train_x, np.float64), np.asarray(test_x, np.float64)
     train_y, test_y = np.asarray(train_y), np.asarray(test_y)
     _check_known(train_y, test_y)
     scores = np.empty(len(test_y))
@@ -45,10 +46,27 @@ def mahalanobis_scores(train_x, train_y, test_x, test_y) -> np.ndarray:
         ref = train_x[train_y == cls]
         if len(ref) < 2:
             raise ValueError(f"class {cls} has {len(ref)} training clip(s); need 2 for a covariance")
-        cov = np.cov(ref, rowvar=False) + SHRINK * np.eye(ref.shape[1])
-        d = test_x[test_y == cls] - ref.mean(0)
+        mean = ref.mean(0)
+        cov, _ = ledoit_wolf(ref - mean)
+        d = test_x[test_y == cls] - mean
         scores[test_y == cls] = np.einsum("ij,ij->i", d @ np.linalg.inv(cov), d)
     return scores
+
+
+def ledoit_wolf(xc: np.ndarray) -> tuple[np.ndarray, float]:
+    """Ledoit-Wolf (2004) shrunk covariance of centred rows xc (n, p), and the shrinkage.
+
+    S = xc^T xc / n, mu = tr(S) / p; the target is mu I and the weight on it is
+    min(b2, d2) / d2 with d2 = ||S - mu I||_F^2 / p and
+    b2 = (sum_k ||x_k||^4 / n - ||S||_F^2) / (n p), the estimated error of S.
+    """
+    n, p = xc.shape
+    s = xc.T @ xc / n
+    mu = np.trace(s) / p
+    d2 = ((s - mu * np.eye(p)) ** 2).sum() / p
+    b2 = ((np.linalg.norm(xc, axis=1) ** 4).sum() / n - (s ** 2).sum()) / (n * p)
+    shrinkage = 0.0 if d2 == 0 else min(b2, d2) / d2
+    return (1 - shrinkage) * s + shrinkage * mu * np.eye(p), float(shrinkage)
 
 
 def id_classifier_scores(train_x, train_y, test_x, test_y, c: float = 1.0) -> np.ndarray:

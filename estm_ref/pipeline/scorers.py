@@ -26,6 +26,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from estm_ref.baselines.statistics import ledoit_wolf
 from estm_ref.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -276,22 +277,6 @@ def _fit_mahalanobis(key: IdKey, x: np.ndarray, params: dict) -> dict[str, np.nd
 def _score_mahalanobis(stats: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     d = normalise(x) - stats["mean"]
     return np.einsum("ij,jk,ik->i", d, stats["precision"], d)
-
-
-def ledoit_wolf(xc: np.ndarray) -> tuple[np.ndarray, float]:
-    """Ledoit-Wolf (2004) shrunk covariance of centred rows xc (n, p), and the shrinkage.
-
-    S = xc^T xc / n, mu = tr(S) / p; the target is mu I and the weight on it is
-    min(b2, d2) / d2 with d2 = ||S - mu I||_F^2 / p and
-    b2 = (sum_k ||x_k||^4 / n - ||S||_F^2) / (n p), the estimated error of S.
-    """
-    n, p = xc.shape
-    s = xc.T @ xc / n
-    mu = np.trace(s) / p
-    d2 = ((s - mu * np.eye(p)) ** 2).sum() / p
-    b2 = ((np.linalg.norm(xc, axis=1) ** 4).sum() / n - (s ** 2).sum()) / (n * p)
-    shrinkage = 0.0 if d2 == 0 else min(b2, d2) / d2
-    return (1 - shrinkage) * s + shrinkage * mu * np.eye(p), float(shrinkage)
 
 
 _FIT = {"knn": _fit_knn, "centres": _fit_centres, "mahalanobis": _fit_mahalanobis}

@@ -103,13 +103,16 @@ def operating_pattern(rng: np.random.Generator, count: int, scale: float = 0.5) 
 
 
 def wear(rng: np.random.Generator, model: MachineModel, params: Mapping[str, float], fault: str,
-         steps: float) -> dict[str, float]:
+         steps: float, directions: int) -> dict[str, float]:
     """The ID parameters of a unit with `fault`: each parameter the fault moves
     (`model.wear`) shifted by `steps` ID spacings (1/7 of its range, see
-    `generate.N_LEVELS`) in a random direction, times a per-parameter spread in [0.5, 1]."""
+    `generate.N_LEVELS`), times a per-parameter spread in [0.5, 1]. The j-th such parameter
+    moves down when bit j of `directions` is set, up otherwise (consecutive integers give
+    every combination in turn)."""
     out = dict(params)
     by_name = {p.name: p for p in model.params}
-    for name in model.wear.get(fault, ()):
-        fraction = rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.0) * steps / MAX_IDS
+    for j, name in enumerate(model.wear.get(fault, ())):
+        sign = -1.0 if (directions >> j) & 1 else 1.0
+        fraction = sign * rng.uniform(0.5, 1.0) * steps / MAX_IDS
         out[name] = by_name[name].moved(out[name], fraction)
     return out

@@ -135,6 +135,21 @@ def test_mahalanobis_finds_the_shifted_clip_and_rms_ignores_spectral_shape():
         mahalanobis_scores(train, np.zeros(40), test, np.ones(5))
 
 
+def test_mahalanobis_is_the_distance_under_each_ids_own_ledoit_wolf_gaussian():
+    """Recomputed with scikit-learn's LedoitWolf on each ID's training rows, features unscaled."""
+    from sklearn.covariance import LedoitWolf
+
+    rng = np.random.default_rng(4)
+    scale = np.array([0.3, 1.0, 5.0, 20.0, 2.0, 0.1, 8.0, 1.5])  # features of unlike scales
+    train_y, test_y = np.repeat([3, 7], [30, 12]), np.repeat([7, 3], [5, 6])
+    train_x = -40.0 + scale * rng.standard_normal((42, 8)) + 10.0 * train_y[:, None]
+    test_x = -40.0 + 1.5 * scale * rng.standard_normal((11, 8)) + 10.0 * test_y[:, None]
+    scores = mahalanobis_scores(train_x, train_y, test_x, test_y)
+    for cls in (3, 7):
+        expected = LedoitWolf().fit(train_x[train_y == cls]).mahalanobis(test_x[test_y == cls])
+        np.testing.assert_allclose(scores[test_y == cls], expected, rtol=1e-7)
+
+
 def test_baseline_detectors_rank_shifted_clips_higher():
     from sklearn.metrics import roc_auc_score
 
@@ -172,6 +187,25 @@ def test_run_baselines_scores_every_readable_clip_and_reports_bad_ones(tmp_path,
         assert all(np.isfinite(s) for *_, s in rows)
     with pytest.raises(ValueError, match="unknown baselines"):
         run_baselines(index.select(split="train"), index.select(split="test"), baselines=["x"])
+
+
+def test_an_ids_statistics_scores_do_not_depend_on_other_types(tmp_path, one_thread):
+    """The per-ID Mahalanobis detector is fitted on that ID's clips alone: adding a machine
+    type to the data leaves the scores of the others as they were."""
+    from estm_ref.baselines.run import run_baselines
+    from estm_ref.data import scan_roots
+    from estm_ref.synth.generate import generate
+
+    runs = []
+    for name, types in (("alone", ["valve"]), ("with_fan", ["valve", "fan"])):
+        generate(tmp_path / name, types=types, ids_per_type=2, train_per_id=4, test_per_id=2,
+                 duration_s=1.0, progress=False)
+        index = scan_roots([tmp_path / name])
+        runs.append(run_baselines(index.select(split="train"), index.select(split="test"),
+                                  baselines=["mahalanobis"], progress=False).scores["mahalanobis"])
+    valve = [row for row in runs[1] if row[0] == "valve"]
+    assert len(valve) == len(runs[0]) == 4 and len(runs[1]) == 8
+    assert valve == runs[0]
 
 
 def test_autoencoders_trained_in_worker_processes_give_the_same_scores(tmp_path, one_thread):

@@ -203,24 +203,52 @@ def test_anomaly_strength_moves_every_fault_further_from_normal(machine_type):
 
 def test_a_fault_moves_the_unit_parameters_it_names_and_no_others():
     """A worn unit sounds a little like a sibling: the parameters `wear` names move by about
-    `steps` ID spacings, every other parameter keeps its value."""
+    `steps` ID spacings, up or down as bit j of `directions` says for the j-th of them,
+    every other parameter keeps its value."""
     from estm_ref.synth.params import wear
 
     for machine_type, model in MODELS.items():
         p = id_params(0, machine_type, "01")
         for fault in model.faults:
-            moved = wear(np.random.default_rng(3), model, p, fault, steps=1.0)
-            named = set(model.wear[fault])
+            named = model.wear[fault]
             assert named, (machine_type, fault)
-            for param in model.params:
-                a, b = p[param.name], moved[param.name]
-                if param.name not in named:
-                    assert a == b, (machine_type, fault, param.name)
-                    continue
-                span = np.log(param.hi / param.lo) if param.log else param.hi - param.lo
-                shift = abs(np.log(b / a) if param.log else b - a) / (span / 7)
-                assert 0.5 - 1e-9 <= shift <= 1.0 + 1e-9, (machine_type, fault, param.name)
-            assert wear(np.random.default_rng(3), model, p, fault, steps=0.0) == p
+            for directions in range(1 << len(named)):
+                moved = wear(np.random.default_rng(3), model, p, fault, 1.0, directions)
+                for param in model.params:
+                    a, b = p[param.name], moved[param.name]
+                    if param.name not in named:
+                        assert a == b, (machine_type, fault, param.name)
+                        continue
+                    span = np.log(param.hi / param.lo) if param.log else param.hi - param.lo
+                    shift = (np.log(b / a) if param.log else b - a) / (span / 7)
+                    down = (directions >> named.index(param.name)) & 1
+                    assert 0.5 - 1e-9 <= (-shift if down else shift) <= 1.0 + 1e-9, \
+                        (machine_type, fault, param.name, directions)
+            assert wear(np.random.default_rng(3), model, p, fault, 0.0, 5) == p
+
+
+def test_an_ids_anomalous_clips_take_the_fault_kinds_and_amounts_evenly():
+    """Fault kinds come in turn (no kind more than once ahead of another, whatever the
+    number of clips), each kind's amounts spread over SEVERITY, and the first parameter a
+    kind wears moves up and down in turn; all of it fixed by (seed, type, ID, index)."""
+    from estm_ref.synth.generate import SEVERITY, _fault_plan
+
+    for machine_type, model in MODELS.items():
+        for seed, machine_id in ((0, "01"), (5, "03")):
+            plan = [_fault_plan(seed, machine_type, machine_id, i) for i in range(40)]
+            assert plan == [_fault_plan(seed, machine_type, machine_id, i) for i in range(40)]
+            for n in range(1, 41):
+                counts = [sum(f == kind for f, _, _ in plan[:n]) for kind in model.faults]
+                assert max(counts) - min(counts) <= 1, (machine_type, n, counts)
+            for kind in model.faults:
+                spreads = sorted(s for f, s, _ in plan if f == kind)
+                assert SEVERITY[0] <= spreads[0] and spreads[-1] <= SEVERITY[1]
+                gaps = np.diff([SEVERITY[0], *spreads, SEVERITY[1]])
+                assert gaps.max() < 3.0 * (SEVERITY[1] - SEVERITY[0]) / len(spreads), gaps
+                directions = [d for f, _, d in plan if f == kind]
+                assert all((a ^ b) & 1 for a, b in zip(directions, directions[1:]))
+        others = [_fault_plan(1, machine_type, "01", i) for i in range(12)]
+        assert others != [_fault_plan(0, machine_type, "01", i) for i in range(12)]
 
 
 def test_wear_names_only_known_faults_and_parameters():
