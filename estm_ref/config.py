@@ -112,6 +112,7 @@ class TrainConfig:
     mixup_alpha: float = 0.0  # mix clips and their ArcFace targets, weight ~ Beta(a, a); 0 = off
     mask_mel_bands: int = 0  # silence up to this many adjacent mel bands per clip; 0 = off
     mask_frames: int = 0  # silence up to this many adjacent STFT frames per clip; 0 = off
+    time_shift: bool = False  # roll each clip by a random offset (circularly)
     # self-supervised speed classes: a clip played `speed_step` x k faster (k = +-1..+-n) is
     # a class of its own, so the embedding must notice small shifts of speed and frequency
     speed_classes: int = 0  # n shifted views on each side of each ID; 0 = off

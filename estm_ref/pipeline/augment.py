@@ -9,6 +9,12 @@ log-mel, the TSG gate and the Tgram all see the same change.
   classified the augmentation with the ID): the classifier can no longer tell the IDs
   apart by cues that survive a small change of speed, pitch and resonance, which is what
   wear and many faults change.
+- `shift_time`: roll each clip by a random number of samples (circularly), so that no
+  feature can rest on where in the clip a sound happens. Machine sound is stationary or
+  cyclic, so a rolled clip is another plausible clip of the same unit; the one seam it
+  adds is a single sample step. Without it the patch projections (one weight per frame and
+  mel bin) let a model trained on tens of clips per ID tell its training clips apart by
+  the time course of their noise rather than by the unit's sound (README, "Small data").
 - `mixup`: mix each clip with another of the batch, weight lam ~ Beta(alpha, alpha); the
   loss mixes the ArcFace losses of both classes with the same weights (Noisy-ArcMix,
   arXiv 2310.06364, without its noise).
@@ -91,6 +97,14 @@ def speed_views(wave: torch.Tensor, cls: torch.Tensor, n_classes: int, views: in
     return torch.where(mask[:, None], out, wave), cls + n_classes * v.to(cls.device)
 
 
+def shift_time(wave: torch.Tensor) -> torch.Tensor:
+    """wave: (batch, n) -> each clip rolled left by its own offset, uniform in [0, n)."""
+    batch, n = wave.shape
+    offset = torch.randint(0, n, (batch,)).to(wave.device)
+    index = (torch.arange(n, device=wave.device)[None] + offset[:, None]) % n
+    return wave.gather(1, index)
+
+
 def mixup(wave: torch.Tensor, cls: torch.Tensor,
           alpha: float) -> tuple[torch.Tensor, torch.Tensor, float]:
     """(lam * wave + (1 - lam) * wave[perm], cls[perm], lam) with lam ~ Beta(alpha, alpha),
@@ -103,7 +117,11 @@ def mixup(wave: torch.Tensor, cls: torch.Tensor,
 
 
 def augment(wave: torch.Tensor, cls: torch.Tensor, features: FeatureConfig, mixup_alpha: float,
-            max_bands: int, max_frames: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Masks, then mixup: (wave, the second class of each clip, the weight of the first)."""
+            max_bands: int, max_frames: int,
+            time_shift: bool = False) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Time shift, masks, then mixup: (wave, the second class of each clip, the weight of
+    the first)."""
+    if time_shift:
+        wave = shift_time(wave)
     wave = mask_frames(mask_mel_bands(wave, features, max_bands), features, max_frames)
     return mixup(wave, cls, mixup_alpha)

@@ -261,7 +261,8 @@ def _train_epoch(net, loader, optimizer, cfg: Config, dev: torch.device, epoch: 
         wave, cls = speed_views(wave, cls, n_classes, cfg.train.speed_views,
                                 cfg.train.speed_step, cfg.train.speed_prob)
         wave, other, lam = augment(wave, cls, cfg.features, cfg.train.mixup_alpha,
-                                   cfg.train.mask_mel_bands, cfg.train.mask_frames)
+                                   cfg.train.mask_mel_bands, cfg.train.mask_frames,
+                                   cfg.train.time_shift)
         with autocast_for(cfg.train.amp, dev):
             out = net(wave, cls)
             head = getattr(net, "module", net).head

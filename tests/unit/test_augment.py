@@ -134,3 +134,16 @@ def test_bad_speed_settings_are_refused(settings):
 
     with pytest.raises(InputError):
         TrainConfig(**settings)
+
+
+def test_time_shift_rolls_each_clip_by_its_own_offset():
+    torch.manual_seed(2)
+    wave = torch.randn(8, 1000)
+    out, other, lam = augment(wave, torch.arange(8), CFG, 0.0, 0, 0, time_shift=True)
+    assert other.tolist() == list(range(8)) and lam == 1.0
+    offsets = []
+    for row in range(len(wave)):
+        match = [k for k in range(1000) if torch.equal(out[row], torch.roll(wave[row], -k))]
+        assert len(match) == 1, "each row is a circular roll of its own clip"
+        offsets.append(match[0])
+    assert len(set(offsets)) == len(offsets)  # drawn per clip, not one for the batch
