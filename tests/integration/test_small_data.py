@@ -33,11 +33,12 @@ def test_the_preset_sets_its_settings_and_flags_beside_it_win(tiny_data, tmp_pat
     with caplog.at_level(logging.WARNING):
         assert main(["train", "--data-root", str(tiny_data), "--out", str(run_dir),
                      "--preset", "small-data", "--epochs", "2", "--mixup-alpha", "0.4",
-                     "--mask-mel-bands", "8", "--mask-frames", "4", *TINY]) == 0
+                     "--mask-mel-bands", "8", "--mask-frames", "4", "--no-time-shift", *TINY]) == 0
     assert "--preset small-data" not in caplog.text
     saved = json.loads((run_dir / "config.json").read_text())
     given = {"epochs": 2, "d_model": 32, "depth": 1, "batch_size": 8, "mixup_alpha": 0.4,
-             "mask_mel_bands": 8, "mask_frames": 4}
+             "mask_mel_bands": 8, "mask_frames": 4, "time_shift": False}
+    assert PRESETS["small-data"]["train"]["time_shift"] is True
     for section, values in PRESETS["small-data"].items():
         for key, value in values.items():
             assert saved[section][key] == given.get(key, value), key
