@@ -121,6 +121,29 @@ def test_a_trained_autoencoder_ranks_a_clip_with_a_tone_above_normal_clips(one_t
     assert tone > max(normal), (tone, normal)
 
 
+def test_one_training_step_is_the_recipes_adam_update(one_thread):
+    """lr 1e-3, Keras' epsilon 1e-7, the default betas: after one step from the initial
+    weights every parameter moved by -lr * g / (|g| + eps) (bias-corrected first step)."""
+    cfg = AutoencoderConfig(n_mels=8, frames=2, epochs=1, batch_size=512, validation_split=0.1)
+    vectors = torch.randn(40, cfg.input_dim, generator=torch.Generator().manual_seed(3)) * 5.0
+    torch.manual_seed(cfg.seed)
+    start = DenseAutoencoder(cfg)  # the weights train_autoencoder starts from
+    start.train()
+    train = vectors[:36]  # one batch: the last 10 % are the validation split
+    torch.mean((start(train) - train) ** 2).backward()
+    trained, _ = train_autoencoder(vectors, cfg)
+    for (name, p0), p1 in zip(start.named_parameters(), trained.parameters()):
+        g = p0.grad
+        # a bias in front of BatchNorm has a gradient of rounding size, whose ratio to
+        # |g| + eps rounding decides: compare where the gradient is well above eps
+        clear = g.abs() > 1e-4
+        assert clear.any() or name.endswith("bias"), name
+        expected = p0.detach() - cfg.lr * g / (g.abs() + 1e-7)
+        torch.testing.assert_close(p1.detach()[clear], expected[clear], rtol=0, atol=2e-6,
+                                   msg=name)
+        assert torch.all((p1.detach() - p0.detach()).abs() <= cfg.lr * (1 + 1e-4)), name
+
+
 def test_mahalanobis_finds_the_shifted_clip_and_rms_ignores_spectral_shape():
     rng = np.random.default_rng(3)
     train = rng.standard_normal((40, 6))
