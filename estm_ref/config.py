@@ -231,7 +231,8 @@ SMALL_DATA_CLIPS_PER_ID = 100  # up to this many training clips per ID (median) 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "small-data": {
         "model": {"d_model": 64, "depth": 2, "arcface_margin": 0.2},
-        "train": {"epochs": 100, "batch_size": 32, "lr": 2e-3, "time_shift": True},
+        "train": {"epochs": 150, "batch_size": 32, "lr": 2e-3, "time_shift": True,
+                  "speed_classes": 1},
     },
 }
 
