@@ -171,3 +171,25 @@ def test_demo_table_puts_every_scorer_beside_both_baselines_on_the_same_clips(tm
         auc = float(average_row[1 + 2 * i])
         assert auc == pytest.approx(100 * float(written[(name, "average")]["auc"]), abs=0.006)
     assert result["baselines_n_test"] == result["n_clips"]  # the same test clips
+
+
+def test_id_accuracy_bench_counts_the_clips_whose_largest_logit_is_their_own(tiny_run,
+                                                                              tiny_data):
+    import importlib.util
+    from pathlib import Path
+
+    import torch
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "id_accuracy.py"
+    spec = importlib.util.spec_from_file_location("id_accuracy", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    got = bench.id_accuracy(tiny_run, [tiny_data], device="cpu")
+    assert [n for _, n in got.values()] == [20, 8, 8]
+    # the training clips again, from the embeddings training saved and the head's weights
+    weights = torch.load(tiny_run / "checkpoint.pt", weights_only=False)["model"]["head.weight"]
+    with np.load(tiny_run / EMBEDDINGS_NAME) as z:
+        classes = [tuple(c) for c in z["class_list"].tolist()]
+        own = np.array([classes.index(tuple(k)) for k in z["keys"].tolist()])
+        predicted = (_unit(z["embeddings"]) @ _unit(weights.numpy()).T).argmax(1)
+    assert got["training"][0] == pytest.approx(np.mean(predicted == own))
