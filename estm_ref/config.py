@@ -232,7 +232,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "small-data": {
         "model": {"d_model": 64, "depth": 2, "arcface_margin": 0.2},
         "train": {"epochs": 150, "batch_size": 32, "lr": 2e-3, "time_shift": True,
-                  "speed_classes": 1},
+                  "speed_classes": 2},
     },
 }
 
