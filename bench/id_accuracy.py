@@ -44,9 +44,10 @@ def id_accuracy(run_dir: Path, data_roots: list[Path], device: str = "auto") -> 
     run = load_run(run_dir, dev)
     known = set(run.class_list)
     index = scan_roots(data_roots)
-    groups = {"training": [c for c in index.select(split="train")],
-              "normal test": [c for c in index.select(split="test") if c.label == 0],
-              "anomalous test": [c for c in index.select(split="test") if c.label == 1]}
+    test = index.select(split="test")
+    groups = {"training": index.select(split="train"),
+              "normal test": [c for c in test if c.label == 0],
+              "anomalous test": [c for c in test if c.label == 1]}
     out = {}
     for name, clips in groups.items():
         clips = [c for c in clips if (c.machine_type, c.machine_id) in known]
