@@ -23,18 +23,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from estm_ref.data import ClipDataset, scan_roots  # noqa: E402
 from estm_ref.pipeline.run_dir import load_run  # noqa: E402
+from estm_ref.pipeline.scoring import pass_dataset  # noqa: E402
 from estm_ref.runtime import resolve_device  # noqa: E402
 
 
 @torch.no_grad()
-def own_class_hits(model, dataset: ClipDataset, device: torch.device,
-                   batch_size: int = 32) -> np.ndarray:
-    """(n_clips,) bool: the clip's largest logit is its own class."""
-    model.eval()
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
-    hits = [model(wave.to(device)).logits.argmax(-1).cpu() == cls
-            for wave, cls, _, _ in loader]
-    return torch.cat(hits).numpy() if hits else np.zeros(0, dtype=bool)
+def own_class_hits(run, dataset: ClipDataset, device: torch.device) -> np.ndarray:
+    """(n_clips,) bool: the clip's largest logit is its own class (the scoring pass's
+    embeddings through the head's cosine logits)."""
+    embeddings = pass_dataset(run.model, dataset, run.cfg, device, progress=False).embeddings
+    logits = run.model.head.cosine(torch.from_numpy(embeddings).to(device))
+    index = {key: i for i, key in enumerate(run.class_list)}
+    own = np.array([index[(c.machine_type, c.machine_id)] for c in dataset.clips], dtype=int)
+    return logits.argmax(-1).cpu().numpy() == own
 
 
 def id_accuracy(run_dir: Path, data_roots: list[Path], device: str = "auto") -> dict[str, tuple]:
@@ -52,7 +53,7 @@ def id_accuracy(run_dir: Path, data_roots: list[Path], device: str = "auto") -> 
     for name, clips in groups.items():
         clips = [c for c in clips if (c.machine_type, c.machine_id) in known]
         dataset = ClipDataset(clips, run.class_list, run.cfg.features, progress=False)
-        hits = own_class_hits(run.model, dataset, dev)
+        hits = own_class_hits(run, dataset, dev)
         out[name] = (float(hits.mean()) if len(hits) else float("nan"), len(hits))
     return out
 
