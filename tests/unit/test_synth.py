@@ -123,6 +123,21 @@ def test_id_parameters_are_spread_apart():
         id_params(0, "ToyCar", "00")
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_the_first_four_ids_span_the_tolerance_range_at_every_seed(seed):
+    """Up to four IDs sit on every other level whatever the seed: no two are neighbours
+    (at least 1.5 level steps apart with the jitter), and together they cover the range."""
+    for machine_type, model in MODELS.items():
+        first = 1 if machine_type.startswith("Toy") else 0
+        params = [id_params(seed, machine_type, f"{first + i:02d}") for i in range(4)]
+        for p in model.params:
+            values = np.array(sorted(q[p.name] for q in params))
+            scale = np.log(values / p.lo) if p.log else values - p.lo
+            span = np.log(p.hi / p.lo) if p.log else p.hi - p.lo
+            assert np.diff(scale).min() >= 1.5 / 7 * span - 1e-9, (machine_type, p.name)
+            assert scale[-1] - scale[0] >= 5 / 7 * span - 1e-9, (machine_type, p.name)
+
+
 # ----------------------------------------------------------------------------- content
 
 def log_mel(x: np.ndarray) -> np.ndarray:
