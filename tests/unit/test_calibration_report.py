@@ -50,3 +50,23 @@ def test_checks_fail_a_type_more_than_six_points_off():
     failed = [what for what, ok in results if not ok]
     assert any(w.startswith("AE valve") for w in failed)
     assert any(w.startswith("AE average") for w in failed)
+
+
+def test_auc_noise_matches_sklearn_and_hanley_mcneil():
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from bench.auc_noise import empirical_auc, hanley_mcneil_sd, type_auc_draws
+
+    rng = np.random.default_rng(3)
+    anomalous = rng.integers(0, 6, (5, 7)).astype(float)  # small integers: many ties
+    normal = rng.integers(0, 6, (5, 9)).astype(float)
+    expected = [roc_auc_score([1] * 7 + [0] * 9, np.concatenate([a, n]))
+                for a, n in zip(anomalous, normal)]
+    np.testing.assert_allclose(empirical_auc(anomalous, normal), expected)
+
+    one_id = type_auc_draws(0.75, 1, 30, 30, 4000, rng)
+    assert abs(one_id.mean() - 0.75) < 0.005
+    assert abs(one_id.std() / hanley_mcneil_sd(0.75, 30, 30) - 1.0) < 0.1
+    four_ids = type_auc_draws(0.75, 4, 30, 30, 4000, rng)  # independent IDs: sd halves
+    assert abs(four_ids.std() / (hanley_mcneil_sd(0.75, 30, 30) / 2.0) - 1.0) < 0.1
