@@ -38,8 +38,8 @@ DEMO_DATA = {"ids_per_type": 4, "train_per_id": 30, "test_per_id": 20}
 # 352 s end to end on the idle 2-core machine (training 720 clips at about 90 clips/s was
 # 240 s of it), over its 300 s budget, and speed classes slow training to about 67 clips/s
 # (325 s end to end, no better at 20 epochs). With the preset's time shift the model is far
-# from fitted after 20 epochs (training accuracy about 0.3) and still scores 5 points above
-# the unshifted recipe (README, "Quick start").
+# from fitted after 20 epochs (training accuracy 0.3-0.6, generator versions 5-6) and still
+# scores 5 points above the unshifted recipe (README, "Quick start").
 DEMO_CONFIG = {**PRESETS["small-data"],
                "train": {**PRESETS["small-data"]["train"], "epochs": 20, "speed_classes": 0}}
 # The official autoencoder recipe trains 100 epochs; the demo's time allows DEMO_AE_EPOCHS
