@@ -12,7 +12,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from estm_ref.config import FeatureConfig
 from estm_ref.data.index import ClipInfo
@@ -39,9 +38,21 @@ def fit_clip_length(waveform, clip_samples: int):
     return waveform[..., :clip_samples]
 
 
+def soundfile():
+    """The soundfile module, imported on first use: only reading and writing WAV files
+    needs it, so the model, the scan and the benchmarks run without it."""
+    try:
+        import soundfile as sf
+    except ImportError as err:
+        raise ImportError("reading and writing WAV files needs the soundfile package "
+                          "(pip install soundfile)") from err
+    return sf
+
+
 def load_clip(path: Path | str, cfg: FeatureConfig) -> np.ndarray:
     """A clip as float32 (clip_samples,); ValueError naming the file if it breaks a rule."""
     path = Path(path)
+    sf = soundfile()
     try:
         audio, sample_rate = sf.read(path, dtype="float32", always_2d=True)
     except (sf.SoundFileError, OSError) as err:
@@ -64,6 +75,7 @@ def _check_format(path: Path, sample_rate: int, channels: int, frames: int,
 
 def _check_header(path: Path, cfg: FeatureConfig) -> str:
     """Cheap checks from the header; the file's subtype (e.g. PCM_16) if they pass."""
+    sf = soundfile()
     try:
         info = sf.info(str(path))
     except (sf.SoundFileError, OSError) as err:

@@ -29,7 +29,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from estm_ref.config import FeatureConfig
 from estm_ref.errors import InputError
@@ -156,6 +155,8 @@ def render_clip(seed: int, machine_type: str, machine_id: str, split: str, label
 
 def _write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
     """Write atomically, so an interrupted run leaves no truncated clip under a clip's name."""
+    import soundfile as sf  # only writing WAVs needs it: the rest of the package runs without
+
     tmp = path.with_name(f".{path.name}.tmp")
     sf.write(tmp, samples, sample_rate, subtype="PCM_16", format="WAV")
     os.replace(tmp, path)
