@@ -187,7 +187,43 @@ def test_kernel_rejects_what_it_cannot_run():
 
 @pytest.mark.gpu
 class TestParityGPU:
-    """Realistic sizes on CUDA with the default blocks (GPU tolerances of the table)."""
+    """The case table and realistic sizes on CUDA (GPU tolerances of the table)."""
+
+    @pytest.mark.parametrize("case, block_d, block_l", list(CASES.values()), ids=list(CASES))
+    def test_case_table(self, case, block_d, block_l):
+        assert_parity(kernel(block_d, block_l), case, "cuda")
+
+    def test_int64_addressing(self):
+        """A batch slice of more than 2^31 elements: offsets past it need 64-bit arithmetic.
+        The channels at both ends are compared with the reference run on just those channels."""
+        batch, dim, L, N = 1, 131072, 16400, 16
+        assert dim * L > 2**31
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        big = dict(device="cuda", dtype=bf16, generator=gen)
+        x = {"u": torch.randn(batch, dim, L, **big), "delta": torch.randn(batch, dim, L, **big) * 0.5 - 1.0,
+             "z": torch.randn(batch, dim, L, **big),
+             "A": -torch.rand(dim, N, device="cuda", generator=gen) - 0.5,
+             "B": torch.randn(batch, N, L, **big), "C": torch.randn(batch, N, L, **big),
+             "D": torch.randn(dim, device="cuda", generator=gen),
+             "delta_bias": torch.randn(dim, device="cuda", generator=gen) * 0.1}
+        dy = torch.randn(batch, dim, L, **big)
+        names = ("u", "delta", "z", "A", "D", "delta_bias")
+        leaves = {k: v.requires_grad_() if k in names else v for k, v in x.items()}
+        y = selective_scan_fn(**leaves, delta_softplus=True)
+        got = dict(zip(names, torch.autograd.grad(y, [leaves[k] for k in names], dy)))
+        got["y"] = y.detach()
+        del leaves, y
+        for rows in (slice(0, 4), slice(dim - 4, dim)):  # the last rows end past 2^31
+            part = {k: (v[rows] if k in ("A", "D", "delta_bias") else
+                        v[:, rows] if k in ("u", "delta", "z") else v).detach().clone().requires_grad_()
+                    for k, v in x.items()}
+            y_ref = selective_scan_ref(**part, delta_softplus=True)
+            ref = dict(zip(names, torch.autograd.grad(y_ref, [part[k] for k in names], dy[:, rows])))
+            ref["y"] = y_ref.detach()
+            for k, expected in ref.items():
+                value = got[k][rows] if k in ("A", "D", "delta_bias") else got[k][:, rows]
+                torch.testing.assert_close(value.float(), expected.float(), rtol=3e-2, atol=5e-2,
+                                           msg=f"{k}, channels {rows}")
 
     @pytest.mark.parametrize("dtype", [fp32, bf16], ids=["fp32", "bf16"])
     def test_realistic_size(self, dtype):
