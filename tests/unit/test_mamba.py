@@ -86,16 +86,59 @@ def test_block_shape_and_causality(bidirectional):
     assert changed.tolist() == ([False] * 5 + [True] * 4 if not bidirectional else [True] * 9)
 
 
-def test_bidirectional_reverse_branch_is_the_flipped_scan():
+def loop_direction(p, prefix, u, z, order):
+    """One SelectiveSSM visiting the time steps in `order`, one at a time: its conv sees the
+    steps visited before, its state carries them. u, z: (batch, L, E) -> (batch, L, E)."""
+    w, bias = p[f"{prefix}.conv1d.weight"][:, 0], p[f"{prefix}.conv1d.bias"]  # (E, width), (E,)
+    # the scan takes A, D and the delta bias in float32 whatever the dtype of u: round them alike
+    f32 = {k: p[f"{prefix}.{k}"].float().to(u.dtype) for k in ("A_log", "D", "dt_proj.bias")}
+    A = -torch.exp(f32["A_log"])  # (E, N)
+    rank, n_state = p[f"{prefix}.dt_proj.weight"].shape[1], A.shape[1]
+    h = torch.zeros(u.shape[0], *A.shape, dtype=u.dtype)
+    y = torch.zeros_like(u)
+    for i, t in enumerate(order):
+        c = bias.expand(u.shape[0], -1)
+        for k in range(w.shape[1]):
+            j = i - (w.shape[1] - 1) + k
+            if j >= 0:
+                c = c + w[:, k] * u[:, order[j]]
+        v = c * torch.sigmoid(c)
+        x_dbl = v @ p[f"{prefix}.x_proj.weight"].T
+        dt, B, C = x_dbl[:, :rank], x_dbl[:, rank:rank + n_state], x_dbl[:, rank + n_state:]
+        delta = torch.log1p(torch.exp(dt @ p[f"{prefix}.dt_proj.weight"].T + f32["dt_proj.bias"]))
+        h = torch.exp(delta[..., None] * A) * h + (delta * v)[..., None] * B[:, None, :]
+        gate = z[:, t] * torch.sigmoid(z[:, t])
+        y[:, t] = ((h * C[:, None, :]).sum(-1) + f32["D"] * v) * gate
+    return y
+
+
+def loop_block(block, x):
+    """The block written out from its parameters alone (none of its modules' forwards, no
+    causal_conv1d, no selective_scan): LayerNorm, in_proj, one SSM over steps 0..L-1 and, if
+    bidirectional, a second over L-1..0, the mean of the two, out_proj, residual."""
+    p = {name: t.detach() for name, t in block.named_parameters()}
+    mean = x.mean(-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(-1, keepdim=True)
+    xn = (x - mean) / torch.sqrt(var + block.norm.eps) * p["norm.weight"] + p["norm.bias"]
+    uz = xn @ p["in_proj.weight"].T
+    u, z = uz[..., :uz.shape[-1] // 2], uz[..., uz.shape[-1] // 2:]
+    L = x.shape[1]
+    y = loop_direction(p, "ssm", u, z, list(range(L)))
+    if "ssm_reverse.D" in p:
+        y = 0.5 * (y + loop_direction(p, "ssm_reverse", u, z, list(range(L - 1, -1, -1))))
+    return x + y @ p["out_proj.weight"].T
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_block_equals_a_step_by_step_loop(bidirectional):
     torch.manual_seed(0)
-    block = MambaBlock(ModelConfig(d_model=16, d_state=4, bidirectional=True, scan_backend="ref")).double()
+    cfg = ModelConfig(d_model=16, d_state=4, d_conv=3, bidirectional=bidirectional, scan_backend="ref")
+    block = MambaBlock(cfg).double()
+    with torch.no_grad():  # D = 1 and equal A_log in both directions would hide a swapped branch
+        for p in block.parameters():
+            p.add_(0.1 * torch.randn_like(p))
     x = torch.randn(2, 7, 16, dtype=torch.float64)
-    h = block.in_proj(block.norm(x)).transpose(1, 2)
-    u, z = h.chunk(2, dim=1)
-    y_f = block.ssm(u, z, "ref")
-    y_b = block.ssm_reverse(u.flip(-1), z.flip(-1), "ref").flip(-1)
-    expected = x + block.out_proj((0.5 * (y_f + y_b)).transpose(1, 2))
-    torch.testing.assert_close(block(x), expected)
+    torch.testing.assert_close(block(x), loop_block(block, x), rtol=1e-10, atol=1e-12)
 
 
 def test_block_gradcheck_float64():
