@@ -37,7 +37,8 @@ from bench.common import Stamp, setup_logging, write_csv, write_markdown  # noqa
 from estm_ref.baselines.autoencoder import divergences  # noqa: E402
 from estm_ref.baselines.run import run_baselines  # noqa: E402
 from estm_ref.data import scan_roots  # noqa: E402
-from estm_ref.synth.config import MACHINE_TYPES, SynthConfig  # noqa: E402
+from estm_ref.synth.config import SynthConfig  # noqa: E402
+from estm_ref.synth.machines import MACHINE_TYPES  # noqa: E402
 from estm_ref.synth.generate import generate  # noqa: E402
 
 AE_TYPE_TOL, AE_AVERAGE_TOL = 6.0, 3.0

@@ -27,13 +27,14 @@ from estm_ref.baselines.statistics import (clip_statistics, id_classifier_scores
 from estm_ref.config import FeatureConfig
 from estm_ref.data import ClipInfo, load_clip
 from estm_ref.processes import process_map
+from estm_ref.synth.machines import MACHINES
 
 log = logging.getLogger(__name__)
 
 BASELINES = ("autoencoder", "mahalanobis", "id-classifier", "rms")
-# Official autoencoder baseline on the DCASE 2020 Task 2 development set, AUC / pAUC (%)
-PUBLISHED_AE = {"fan": (65.16, 52.59), "pump": (72.59, 60.00), "slider": (84.99, 66.93),
-                "valve": (66.46, 50.60), "ToyCar": (80.09, 67.22), "ToyConveyor": (72.68, 60.66)}
+# Official autoencoder baseline on the DCASE 2020 Task 2 development set, AUC / pAUC (%),
+# per machine type and averaged over the six
+PUBLISHED_AE = {name: machine.published_ae for name, machine in MACHINES.items()}
 PUBLISHED_AE_AVERAGE = (73.66, 59.67)
 
 Row = tuple[str, str, int, float]  # machine_type, machine_id, label, score

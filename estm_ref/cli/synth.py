@@ -6,8 +6,9 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
-from estm_ref.synth.config import MACHINE_TYPES, SynthConfig
+from estm_ref.synth.config import SynthConfig
 from estm_ref.synth.generate import format_summary, generate
+from estm_ref.synth.machines import MACHINE_TYPES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

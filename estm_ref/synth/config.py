@@ -15,9 +15,8 @@ import numbers
 from dataclasses import dataclass, field, fields
 
 from estm_ref.errors import InputError
-
-MACHINE_TYPES = ("fan", "pump", "slider", "valve", "ToyCar", "ToyConveyor")
-MAX_IDS = 7
+from estm_ref.synth.machines import MACHINE_TYPES
+from estm_ref.synth.params import MAX_IDS
 
 
 def _help(text: str) -> dict:

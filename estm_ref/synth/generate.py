@@ -5,8 +5,8 @@
     <out>/<machine_type>/test/anomaly_id_XX_NNNNNNNN.wav
 
 16 kHz, 16-bit PCM, mono, 10 s by default. fan, pump, slider and valve number their IDs
-from 00, ToyCar and ToyConveyor from 01 (as in DCASE); IDs are consecutive. The sound
-models and faults are in `estm_ref.synth.machines`.
+from 00, ToyCar and ToyConveyor from 01 (as in DCASE); IDs are consecutive. The machine
+types, their sound models and faults are in `estm_ref.synth.machines`.
 
 One clip: the machine (with a fault on anomalous clips) is scaled to RMS 1, factory noise
 is added at `snr_db`, and the mix is set to a loudness drawn from `LOUDNESS_DBFS`,
@@ -33,10 +33,10 @@ import numpy as np
 from estm_ref.config import FeatureConfig
 from estm_ref.errors import InputError
 from estm_ref.processes import process_map
-from estm_ref.synth.config import MACHINE_TYPES, MAX_IDS, SynthConfig
+from estm_ref.synth.config import SynthConfig
 from estm_ref.synth.dsp import rms
-from estm_ref.synth.machines import MODELS, MachineModel, factory_noise
-from estm_ref.synth.params import wear
+from estm_ref.synth.machines import MACHINE_TYPES, MACHINES, MachineModel, factory_noise
+from estm_ref.synth.params import MAX_IDS, wear
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,6 @@ __all__ = ["GENERATOR_VERSION", "MACHINE_TYPES", "MAX_IDS", "SynthConfig", "gene
 GENERATOR_VERSION = 6  # 3: faults wear the unit; 4: severities and wear per type;
 # 5: fault kinds in turn and fault amounts evenly spread per ID; 6: units spread evenly
 
-FIRST_ID = {"fan": 0, "pump": 0, "slider": 0, "valve": 0, "ToyCar": 1, "ToyConveyor": 1}
 # Each ID parameter takes one of N_LEVELS evenly spaced values over its range, plus a
 # jitter of at most a quarter step: any two IDs differ in every parameter by at least half
 # a step. The first IDs take every other level (0, 2, 4, 6, in a seed-dependent order per
@@ -86,15 +85,15 @@ def _rng(seed: int, *keys: int) -> np.random.Generator:
 
 
 def machine_ids(machine_type: str, ids_per_type: int) -> list[str]:
-    """The two-digit IDs generated for a type: 00.. or (ToyCar, ToyConveyor) 01.."""
-    first = FIRST_ID[machine_type]
+    """The two-digit IDs generated for a type, consecutive from its first ID (00 or 01)."""
+    first = MACHINES[machine_type].first_id
     return [f"{first + i:02d}" for i in range(ids_per_type)]
 
 
 def id_params(seed: int, machine_type: str, machine_id: str) -> dict[str, float]:
     """The parameters of one machine ID (see N_LEVELS)."""
-    model = MODELS[machine_type]
-    index = int(machine_id) - FIRST_ID[machine_type]
+    model = MACHINES[machine_type].model
+    index = int(machine_id) - MACHINES[machine_type].first_id
     if not 0 <= index < MAX_IDS:
         raise InputError(f"{machine_type} has IDs {machine_ids(machine_type, MAX_IDS)}, "
                          f"not {machine_id!r}")
@@ -116,7 +115,7 @@ def _fault_plan(seed: int, machine_type: str, machine_id: str,
                 index: int) -> tuple[str, float, int]:
     """Anomalous clip `index`'s fault kind, amount factor (within SEVERITY) and wear
     directions (see `params.wear`)."""
-    faults = MODELS[machine_type].faults
+    faults = MACHINES[machine_type].model.faults
     rng = _rng(seed, _PURPOSE_FAULTS, _type_code(machine_type), int(machine_id))
     first_kind, start = rng.random(2)
     first_directions = int(rng.integers(1 << 16))
@@ -130,7 +129,7 @@ def render_clip(seed: int, machine_type: str, machine_id: str, split: str, label
                 index: int, params: dict[str, float], sample_rate: int, n_samples: int,
                 snr_db: float, anomaly_strength: float) -> tuple[np.ndarray, str | None, bool]:
     """One clip as int16 samples, its fault (None if normal) and whether it was limited."""
-    model: MachineModel = MODELS[machine_type]
+    model: MachineModel = MACHINES[machine_type].model
     seeds = np.random.SeedSequence([seed, _PURPOSE_CLIP, _type_code(machine_type), int(machine_id),
                                     _SPLIT_CODE[split], _LABEL_CODE[label], index])
     rng, fault_rng, noise_rng, wear_rng = (np.random.default_rng(s) for s in seeds.spawn(4))
@@ -201,8 +200,6 @@ def generate(out: Path | str, config: SynthConfig | None = None, *, progress: bo
     `jobs` > 1 renders in that many worker processes (the same bytes: every clip has its
     own random streams).
     """
-    from tqdm.auto import tqdm
-
     if jobs < 1:
         raise InputError(f"jobs must be >= 1, got {jobs}")
     cfg = replace(config or SynthConfig(), **settings)
@@ -217,18 +214,36 @@ def generate(out: Path | str, config: SynthConfig | None = None, *, progress: bo
             (out / machine_type / split).mkdir(parents=True, exist_ok=True)
     params = {t: {i: id_params(cfg.seed, t, i) for i in machine_ids(t, cfg.ids_per_type)}
               for t in cfg.types}
-    common = (out, cfg.seed)
+    start = time.perf_counter()
+    results = _render_plan(out, cfg, plan, params, sample_rate, n_samples, jobs, progress)
+    summary = _summary(out, cfg, plan, params, results, sample_rate, n_samples, jobs,
+                       time.perf_counter() - start)
+    log.info("wrote %d clips to %s in %.1f s (%.1f clips/s, %d processes); %d soft-limited",
+             len(plan), out, summary["seconds"], summary["clips_per_s"], jobs,
+             summary["n_limited"])
+    return summary
+
+
+def _render_plan(out: Path, cfg: SynthConfig, plan: list[tuple], params: dict, sample_rate: int,
+                 n_samples: int, jobs: int, progress: bool) -> list[tuple]:
+    """`_render_and_write` over the plan in chunks, in `jobs` processes; results in order."""
+    from tqdm.auto import tqdm
+
     render = (params, sample_rate, n_samples, cfg.snr_db, cfg.anomaly_strength)
     chunk = 16  # clips per task: small enough for a smooth progress bar
     chunks = [plan[i:i + chunk] for i in range(0, len(plan), chunk)]
-    start = time.perf_counter()
     results = []
     with tqdm(total=len(plan), desc="synth", unit="clip", disable=not progress) as bar:
-        tasks = [(*common, part, *render) for part in chunks]
+        tasks = [(out, cfg.seed, part, *render) for part in chunks]
         for part, result in zip(chunks, process_map(_render_and_write, tasks, jobs)):
             results.append(result)
             bar.update(len(part))
-    seconds = time.perf_counter() - start
+    return results
+
+
+def _summary(out: Path, cfg: SynthConfig, plan: list[tuple], params: dict, results: list[tuple],
+             sample_rate: int, n_samples: int, jobs: int, seconds: float) -> dict:
+    """What `generate` returns: settings, IDs and their parameters, counts, timing."""
     faults: dict[str, Counter] = {t: Counter() for t in cfg.types}
     counts: dict[str, Counter] = {t: Counter() for t in cfg.types}
     clip_faults = [f for part_faults, _, _ in results for f in part_faults]
@@ -238,7 +253,7 @@ def generate(out: Path | str, config: SynthConfig | None = None, *, progress: bo
             faults[machine_type][fault] += 1
     n_limited = sum(n for _, n, _ in results)
     cpu_seconds = sum(c for _, _, c in results)  # rendering CPU time over all processes
-    summary = {
+    return {
         "out": str(out), "generator_version": GENERATOR_VERSION, "seed": cfg.seed,
         "types": list(cfg.types), "sample_rate": sample_rate,
         "duration_s": n_samples / sample_rate, "snr_db": cfg.snr_db,
@@ -251,9 +266,6 @@ def generate(out: Path | str, config: SynthConfig | None = None, *, progress: bo
         "cpu_seconds": cpu_seconds,
         "clips_per_cpu_s": len(plan) / cpu_seconds if cpu_seconds > 0 else float("inf"),
     }
-    log.info("wrote %d clips to %s in %.1f s (%.1f clips/s, %d processes); %d soft-limited",
-             len(plan), out, seconds, summary["clips_per_s"], jobs, n_limited)
-    return summary
 
 
 def format_summary(summary: dict) -> str:

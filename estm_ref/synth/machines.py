@@ -1,4 +1,7 @@
-"""The six DCASE 2020 Task 2 machine models: each type's ID parameters and faults.
+"""The six DCASE 2020 Task 2 machine types, one `MachineType` record each: the first ID
+DCASE numbers from, the official autoencoder baseline's published figures and the
+generator's model (ID parameters, faults, render function). `MACHINES` is the one table;
+every list of machine types is derived from it.
 
 The parameter ranges are those of one product line: a unit's speed lies within a few
 percent of its siblings', its resonances within about ten percent, its balances within
@@ -14,13 +17,26 @@ background noise at the chosen SNR and sets the loudness of the mix.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from estm_ref.synth.cyclic import render_slider, render_valve
 from estm_ref.synth.factory import factory_noise
 from estm_ref.synth.params import MachineModel, Param
 from estm_ref.synth.rotating import render_fan, render_pump
 from estm_ref.synth.toys import render_toycar, render_toyconveyor
 
-__all__ = ["MODELS", "MachineModel", "Param", "factory_noise"]
+__all__ = ["MACHINES", "MACHINE_TYPES", "MachineModel", "MachineType", "Param", "factory_noise"]
+
+
+@dataclass(frozen=True)
+class MachineType:
+    """One machine type: what DCASE says of it and how the generator renders it."""
+
+    first_id: int  # IDs are numbered from here (00 or 01 in DCASE 2020), consecutively
+    # the official autoencoder baseline on the DCASE 2020 development set, AUC and pAUC (%):
+    # the target the model's severity and wear were calibrated against
+    published_ae: tuple[float, float]
+    model: MachineModel
 
 # Each type's fault severity and wear steps (MachineModel.severity, .wear_steps) were fitted
 # together against the official DCASE 2020 autoencoder baseline at its full 100 epochs and
@@ -39,8 +55,8 @@ def _pattern(prefix: str) -> tuple[Param, ...]:
     return tuple(Param(f"{prefix}_{p.name[-1]}", p.lo, p.hi) for p in _PATTERN)
 
 
-MODELS: dict[str, MachineModel] = {
-    "fan": MachineModel(
+MACHINES: dict[str, MachineType] = {
+    "fan": MachineType(first_id=0, published_ae=(65.16, 52.59), model=MachineModel(
         params=(Param("shaft_hz", 23.0, 26.0, log=True), *_pattern("blade"),
                 Param("duct_hz", 650.0, 850.0, log=True), Param("air_tilt", -3.2, -2.6),
                 Param("harm_decay", 0.55, 0.7), Param("tonal_db", -9.0, -6.0)),
@@ -51,8 +67,8 @@ MODELS: dict[str, MachineModel] = {
         wear={"imbalance": ("blade_a", "blade_b", "harm_decay"),
               "voltage_change": ("shaft_hz", "tonal_db"), "clogging": ("duct_hz", "air_tilt")},
         description="broadband airflow through a duct resonance + blade-pass harmonics",
-    ),
-    "pump": MachineModel(
+    )),
+    "pump": MachineType(first_id=0, published_ae=(72.59, 60.00), model=MachineModel(
         params=(Param("shaft_hz", 28.0, 31.0, log=True), *_pattern("vane"),
                 Param("harm_decay", 0.5, 0.65), Param("vane_gain", 0.4, 0.7),
                 Param("turb_hz", 600.0, 800.0, log=True),
@@ -67,8 +83,8 @@ MODELS: dict[str, MachineModel] = {
               "leakage": ("pipe_hz", "turb_hz", "flow_depth"),
               "clogging": ("shaft_hz", "harm_decay", "flow_rate")},
         description="low shaft/vane-pass harmonics + low-passed fluid turbulence",
-    ),
-    "slider": MachineModel(
+    )),
+    "slider": MachineType(first_id=0, published_ae=(84.99, 66.93), model=MachineModel(
         params=(Param("period_s", 1.1, 1.3, log=True), Param("duty", 0.6, 0.7),
                 Param("motor_hz", 300.0, 360.0, log=True),
                 Param("friction_hz", 1300.0, 1600.0, log=True),
@@ -83,8 +99,8 @@ MODELS: dict[str, MachineModel] = {
               "no_grease": ("friction_hz", "motor_hz", "whine_db"),
               "loose_belt": ("period_s", "duty", "impact_decay_s")},
         description="periodic strokes: motor whine and rail friction, impacts at the stops",
-    ),
-    "valve": MachineModel(
+    )),
+    "valve": MachineType(first_id=0, published_ae=(66.46, 50.60), model=MachineModel(
         params=(Param("cycle_s", 1.3, 1.6, log=True), Param("open_frac", 0.3, 0.4),
                 Param("click_hz", 2200.0, 2700.0, log=True), Param("click_ratio", 1.7, 2.0),
                 Param("decay_s", 0.006, 0.009, log=True), Param("close_gain", 0.9, 1.2),
@@ -96,8 +112,8 @@ MODELS: dict[str, MachineModel] = {
         wear={"sticking": ("open_frac", "cycle_s", "click_ratio"),
               "bounce": ("decay_s", "close_gain", "click_hz"), "seat_leak": ("hiss_hz", "hiss_db")},
         description="intermittent open/close solenoid clicks + flow hiss while open",
-    ),
-    "ToyCar": MachineModel(
+    )),
+    "ToyCar": MachineType(first_id=1, published_ae=(80.09, 67.22), model=MachineModel(
         params=(Param("motor_hz", 430.0, 500.0, log=True), Param("harm_decay", 0.5, 0.65),
                 *_pattern("wind"), Param("gear_ratio", 2.2, 2.5), Param("gear_db", -10.0, -7.0),
                 Param("mod_rate", 0.3, 0.45, log=True), Param("mod_depth", 0.05, 0.08),
@@ -110,8 +126,8 @@ MODELS: dict[str, MachineModel] = {
         wear={"shaft": ("wind_a", "wind_b", "harm_decay"), "gear": ("gear_ratio", "gear_db"),
               "tyre": ("mod_rate", "mod_depth"), "voltage": ("motor_hz", "brush_hz")},
         description="DC-motor whine with speed modulation, gear mesh, brush noise, wheel rumble",
-    ),
-    "ToyConveyor": MachineModel(
+    )),
+    "ToyConveyor": MachineType(first_id=1, published_ae=(72.68, 60.66), model=MachineModel(
         params=(Param("motor_hz", 65.0, 75.0, log=True), Param("harm_decay", 0.55, 0.7),
                 *_pattern("wind"), Param("rumble_hz", 350.0, 450.0, log=True),
                 Param("roller_hz", 550.0, 700.0, log=True),
@@ -126,5 +142,7 @@ MODELS: dict[str, MachineModel] = {
               "belt_damage": ("tick_s", "tick_hz", "tick_db"),
               "belt_slip": ("motor_hz", "rumble_hz", "hum_db")},
         description="belt rumble + drive hum + periodic seam ticks",
-    ),
+    )),
 }
+
+MACHINE_TYPES = tuple(MACHINES)

@@ -17,7 +17,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from estm_ref.synth.config import MAX_IDS
+MAX_IDS = 7  # IDs per machine type at most; also the number of levels of an ID parameter
 
 
 @dataclass(frozen=True)

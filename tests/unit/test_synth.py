@@ -15,8 +15,10 @@ librosa = pytest.importorskip("librosa", reason="the ID-separability check uses 
 from estm_ref.cli.main import main
 from estm_ref.data import build_class_list, scan_roots
 from estm_ref.synth.config import SynthConfig
-from estm_ref.synth.generate import LOUDNESS_DBFS, MACHINE_TYPES, generate, id_params
-from estm_ref.synth.machines import MODELS, factory_noise
+from estm_ref.synth.generate import ID_JITTER, LOUDNESS_DBFS, N_LEVELS, generate, id_params
+from estm_ref.synth.machines import MACHINE_TYPES, MACHINES, factory_noise
+
+MODELS = {name: machine.model for name, machine in MACHINES.items()}
 
 SR = 16000
 
@@ -109,16 +111,29 @@ def test_cli_flags_are_built_from_the_config_defaults():
     assert (args.snr_db, args.anomaly_strength) == (0.0, 2.5)
 
 
-def test_id_parameters_are_spread_apart():
-    """Any two IDs of a type differ in every parameter by at least a third of a level step."""
-    for machine_type, model in MODELS.items():
-        first = 1 if machine_type.startswith("Toy") else 0
-        params = [id_params(0, machine_type, f"{first + i:02d}") for i in range(7)]
-        for p in model.params:
-            values = sorted(q[p.name] for q in params)
-            span = np.log(p.hi / p.lo) if p.log else p.hi - p.lo
-            gaps = np.diff(np.log(values) if p.log else values)
-            assert gaps.min() >= span / 7 / 3, (machine_type, p.name)
+def _positions(param, values) -> np.ndarray:
+    """Values of an ID parameter in level steps from the low end of its range (log steps
+    for a log-spaced parameter), independent of `Param.level`."""
+    values = np.asarray(values, dtype=np.float64)
+    if param.integer:  # integer parameters take the levels' end points, rounded
+        return (values - param.lo) / (param.hi - param.lo) * (N_LEVELS - 1)
+    span = np.log(param.hi / param.lo) if param.log else param.hi - param.lo
+    return (np.log(values / param.lo) if param.log else values - param.lo) / span * N_LEVELS
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_any_two_ids_differ_by_at_least_half_a_level_step(seed):
+    """generate.py's promise: every ID parameter sits on its own level with a jitter of at
+    most ID_JITTER (a quarter) of a step, so any two IDs of a type differ in every
+    parameter by at least half a step, and every value lies inside the parameter's range."""
+    assert ID_JITTER <= 0.25
+    for machine_type, machine in MACHINES.items():
+        ids = [f"{machine.first_id + i:02d}" for i in range(N_LEVELS)]
+        params = [id_params(seed, machine_type, i) for i in ids]
+        for p in machine.model.params:
+            pos = np.sort(_positions(p, [q[p.name] for q in params]))
+            assert pos[0] >= -1e-9 and pos[-1] <= N_LEVELS + 1e-9, (machine_type, p.name)
+            assert np.diff(pos).min() >= 0.5 - 1e-9, (machine_type, p.name, np.diff(pos))
     with pytest.raises(ValueError):
         id_params(0, "ToyCar", "00")
 
@@ -127,10 +142,9 @@ def test_id_parameters_are_spread_apart():
 def test_the_first_four_ids_span_the_tolerance_range_at_every_seed(seed):
     """Up to four IDs sit on every other level whatever the seed: no two are neighbours
     (at least 1.5 level steps apart with the jitter), and together they cover the range."""
-    for machine_type, model in MODELS.items():
-        first = 1 if machine_type.startswith("Toy") else 0
-        params = [id_params(seed, machine_type, f"{first + i:02d}") for i in range(4)]
-        for p in model.params:
+    for machine_type, machine in MACHINES.items():
+        params = [id_params(seed, machine_type, f"{machine.first_id + i:02d}") for i in range(4)]
+        for p in machine.model.params:
             values = np.array(sorted(q[p.name] for q in params))
             scale = np.log(values / p.lo) if p.log else values - p.lo
             span = np.log(p.hi / p.lo) if p.log else p.hi - p.lo
@@ -286,7 +300,9 @@ def test_wear_changes_anomalous_clips_only(monkeypatch):
     p = id_params(0, "pump", "01")
 
     def clip(label, steps):
-        monkeypatch.setitem(gen.MODELS, "pump", replace(MODELS["pump"], wear_steps=steps))
+        pump = MACHINES["pump"]
+        monkeypatch.setitem(gen.MACHINES, "pump",
+                            replace(pump, model=replace(pump.model, wear_steps=steps)))
         return gen.render_clip(0, "pump", "01", "test", label, 0, p, SR, SR // 2, 6.0, 1.0)[0]
 
     assert np.array_equal(clip("normal", 0.0), clip("normal", 2.0))
