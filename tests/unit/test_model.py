@@ -130,16 +130,31 @@ def test_waveform_shape_is_checked():
         model(torch.zeros(2, CLIP - 1))
 
 
-def test_bf16_autocast_keeps_features_float32():
+def test_bf16_autocast_keeps_features_float32_and_gradients_close_to_float32():
     torch.manual_seed(0)
     model = ESTM(FeatureConfig(), tiny(), 3)
     x, y = clips(2), torch.tensor([0, 1])
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        feats = model.features(x)
-        out = model(x, y)
-    assert feats.dtype == torch.float32 and out.logits.dtype == torch.float32
-    torch.testing.assert_close(feats[:, :2], model.features(x)[:, :2])  # mel and EMel exact
-    F.cross_entropy(out.logits, y).backward()
+
+    def step(amp):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            feats = model.features(x)
+            out = model(x, y)
+        F.cross_entropy(out.logits, y).backward()
+        return feats, out.logits, {n: p.grad for n, p in model.named_parameters()}
+
+    feats, logits, grads = step(amp=True)
+    feats32, _, grads32 = step(amp=False)
+    assert feats.dtype == torch.float32 and logits.dtype == torch.float32
+    torch.testing.assert_close(feats[:, :2], feats32[:, :2])  # mel and EMel exact
+    # bf16 keeps 8 bits of mantissa (relative rounding 2^-9): each parameter's gradient must
+    # point the way the float32 one does (cosine 0.99 is an angle of 8 degrees) at about its size
+    for name, g32 in grads32.items():
+        g = grads[name]
+        assert g is not None and g.dtype == torch.float32 and torch.isfinite(g).all(), name
+        g, g32 = g.flatten().double(), g32.flatten().double()
+        assert torch.dot(g, g32) / (g.norm() * g32.norm()) > 0.99, name
+        assert 0.95 < g.norm() / g32.norm() < 1.05, name
 
 
 def test_margin_logits_both_branches():
