@@ -138,17 +138,27 @@ def test_mambapy_wrapper_has_the_reference_semantics():
     torch.testing.assert_close(got, selective_scan_ref(*args, **kwargs), rtol=1e-5, atol=1e-6)
 
 
-def test_train_bench_writes_stamped_results(tmp_path):
+def test_train_bench_writes_stamped_results(tmp_path, monkeypatch):
+    def one_second(fn, device, budget_s=1.0, max_reps=20):  # the step runs; its time is fixed
+        fn()
+        return common.Timing(ms=1000.0, method="wall-clock median", reps=1, first_call_s=1.0)
+
+    monkeypatch.setattr(train_step, "time_call", one_second)
     tiny = {"model": {k: v for k, v in TINY_CONFIG["model"].items() if k != "scan_backend"}}
     rows = [train_step.train_step_row("tiny", tiny, "ref", 2, CPU, budget_s=0.01),
             train_step.train_step_row("tiny", tiny, "triton", 2, CPU, budget_s=0.01)]
-    assert rows[0]["status"] == "ok" and rows[0]["clips_s"] > 0
-    assert rows[0]["paper_protocol_h"] == pytest.approx(
-        train_step.PAPER_CLIPS * 200 / rows[0]["clips_s"] / 3600)
+    assert rows[0]["status"] == "ok" and rows[0]["clips_s"] == 2.0  # batch 2 in 1 s
+    # the paper's 36,283 clips x 200 epochs at 2 clips/s: 3,628,300 s
+    assert rows[0]["paper_protocol_h"] == pytest.approx(3_628_300 / 3600)
     assert rows[1]["status"] == "skipped" and "CUDA" in rows[1]["note"]
     loader = train_step.loader_rows(n_clips=2, batch=2, num_workers=0, budget_s=0.01,
                                     progress=False)
     assert loader and all(r["status"] in ("ok", "skipped") and r["part"] == "loader" for r in loader)
+    # a cached loader at 2 clips/s in series with the 2 clips/s step: 1 clip/s, twice the hours
+    cached = {"part": "loader", "status": "ok", "config": "epoch: decoded int16 cache",
+              "clips_s": 2.0}
+    (line,) = train_step.projections([rows[0], cached])
+    assert "1008 h (42 days)" in line and "in series (num_workers 0): 2016 h" in line
     rows += loader
 
     train_step.write_results(rows, common.Stamp.collect(CPU), tmp_path, quick=True)
@@ -156,4 +166,5 @@ def test_train_bench_writes_stamped_results(tmp_path):
     assert STAMP_KEYS <= set(stamp)
     assert header == train_step.COLUMNS
     assert len(written) == len(rows)
+    assert written[0]["paper_protocol_h"] == "1007.86"  # 6 significant digits
     assert "Projected wall time" in (tmp_path / "train-cpu-quick.md").read_text()
