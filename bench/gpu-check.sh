@@ -66,11 +66,11 @@ step device 15 bash -c '
     echo "nvidia-smi not found"
   fi
   "$PY" -c "import platform, torch, triton; print(\"python\", platform.python_version(), \"| torch\", torch.__version__, \"| triton\", triton.__version__, \"| device\", torch.cuda.get_device_name())"
-  echo "git commit: $(git rev-parse HEAD 2> /dev/null || echo "${BENCH_COMMIT:-unknown (not a git checkout)}")"'
+  echo "git commit: ${BENCH_COMMIT:-$(git rev-parse HEAD 2> /dev/null || echo "unknown (not a git checkout)")}"'
 
 xdist=()
 if "$PY" -c "import xdist" 2> /dev/null; then xdist=(-n 8); fi
-step gpu-tests 180 "$PY" -m pytest -q -p no:cacheprovider "${xdist[@]}" -m gpu tests
+step gpu-tests 180 "$PY" -m pytest -q -rs -p no:cacheprovider "${xdist[@]}" -m gpu tests
 
 if command -v compute-sanitizer > /dev/null; then
   step memcheck 45 compute-sanitizer --tool memcheck --error-exitcode 1 "$PY" -c '
