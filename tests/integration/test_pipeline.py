@@ -19,32 +19,11 @@ from estm_ref.cli.main import main
 from estm_ref.config import Config, with_overrides
 from estm_ref.pipeline.demo import TINY_CONFIG
 
+from conftest import TINY_TRAIN
+
 pytest.importorskip("soundfile", reason="the pipeline reads and writes WAV files")
 
 REPO = Path(__file__).resolve().parents[2]
-# 1 s of each clip (the loader crops): the pipeline behaves the same, in a tenth of the time
-TINY_TRAIN = ["--d-model", "32", "--depth", "1", "--d-state", "8", "--scan-backend", "ref",
-              "--batch-size", "8", "--lr", "1e-3", "--no-cache-audio", "--no-progress",
-              "--clip-samples", "16000"]
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from estm_ref.synth.generate import generate
-
-    root = tmp_path_factory.mktemp("data")
-    generate(root, seed=3, ids_per_type=2, train_per_id=4, test_per_id=4, types=["fan", "slider"],
-             progress=False)
-    return root
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tiny_data, tmp_path_factory):
-    """One trained run (1 epoch) shared by the tests that only need a run."""
-    run_dir = tmp_path_factory.mktemp("run")
-    assert main(["--quiet", "train", "--data-root", str(tiny_data), "--out", str(run_dir),
-                 "--force", "--epochs", "1", *TINY_TRAIN]) == 0
-    return run_dir
 
 
 def _estm(*args, env_extra=None, **kwargs):
@@ -55,11 +34,11 @@ def _estm(*args, env_extra=None, **kwargs):
 
 
 @pytest.mark.slow
-def test_demo_tiny_end_to_end_and_metrics_recomputed_from_written_files(tmp_path, capsys):
-    assert main(["--quiet", "demo", "--tiny", "--out", str(tmp_path), "--no-progress"]) == 0
-    printed = capsys.readouterr().out
+def test_demo_tiny_end_to_end_and_metrics_recomputed_from_written_files(tiny_demo):
+    code, printed, result = tiny_demo
+    assert code == 0
     assert "Average" in printed
-    results = tmp_path / "run" / "test"
+    results = Path(result["out_dir"])
     # recompute every figure of results.csv from scores.csv, independently of estm_ref.metrics
     by_id = {}
     for row in csv.DictReader(open(results / "scores.csv")):

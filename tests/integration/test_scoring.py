@@ -1,5 +1,5 @@
 """Scorers end to end: the saved training embeddings, `estm test` with every scorer, `estm
-score` agreeing with it, and a run without saved embeddings (one tiny run for the module)."""
+score` agreeing with it, and a run without saved embeddings (on the shared tiny run)."""
 
 import csv
 import json
@@ -15,36 +15,17 @@ from estm_ref.cli.main import main
 from estm_ref.pipeline.scorers import SCORERS
 from estm_ref.pipeline.scoring import EMBEDDINGS_NAME
 
+from conftest import TINY_DATA, TINY_IDS, TINY_TRAIN_CLIPS
+
 pytest.importorskip("soundfile", reason="the pipeline reads and writes WAV files")
 
-TINY_TRAIN = ["--d-model", "32", "--depth", "1", "--d-state", "8", "--scan-backend", "ref",
-              "--batch-size", "8", "--lr", "1e-3", "--no-cache-audio", "--no-progress",
-              "--clip-samples", "16000"]
 RUN_FILES = ("checkpoint.pt", "config.json", "thresholds.json", "metrics.csv")
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from estm_ref.synth.generate import generate
-
-    root = tmp_path_factory.mktemp("data")
-    generate(root, seed=3, ids_per_type=2, train_per_id=5, test_per_id=4, types=["fan", "slider"],
-             duration_s=1.0, progress=False)
-    return root
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tiny_data, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("run")
-    assert main(["--quiet", "train", "--data-root", str(tiny_data), "--out", str(run_dir),
-                 "--epochs", "2", *TINY_TRAIN]) == 0
-    return run_dir
-
-
-@pytest.fixture(scope="module")
-def tested(tiny_data, tiny_run):
+def tested(tiny_data, tiny_run, tmp_path_factory):
     """`estm test --scorer mahalanobis` on the tiny run: its printed table and scores.csv."""
-    out = tiny_run / "test-mahalanobis"
+    out = tmp_path_factory.mktemp("test-mahalanobis")
     args = ["test", "--run", tiny_run, "--data-root", tiny_data, "--out", out, "--no-plots",
             "--no-progress", "--scorer", "mahalanobis"]
     assert main(["--quiet", *map(str, args)]) == 0
@@ -57,10 +38,11 @@ def _unit(x):
 
 def test_training_saves_the_training_clips_embeddings_with_the_class_list(tiny_run):
     with np.load(tiny_run / EMBEDDINGS_NAME) as z:
-        assert z["embeddings"].shape == (20, 32) and np.isfinite(z["embeddings"]).all()
+        assert z["embeddings"].shape == (TINY_TRAIN_CLIPS, 32) and np.isfinite(z["embeddings"]).all()
         assert z["class_list"].tolist() == [["fan", "00"], ["fan", "01"], ["slider", "00"],
                                             ["slider", "01"]]
-        assert sorted(map(tuple, z["keys"].tolist())).count(("fan", "01")) == 5
+        assert sorted(map(tuple, z["keys"].tolist())).count(("fan", "01")) \
+            == TINY_DATA["train_per_id"]
         assert not z["held_out"].any()
         assert all("/train/" in p for p in z["paths"].tolist())
         assert (z["nll"] >= z["nll_no_margin"]).all()  # the margin lowers the own logit
@@ -86,7 +68,7 @@ def test_test_prints_every_scorer_and_writes_the_chosen_ones_files(tiny_run, tes
         stem = f"{key[0]}_id_{key[1]}.csv"
         written = dict(csv.reader(open(out / f"anomaly_score_{stem}")))
         decided = dict(csv.reader(open(out / f"decision_result_{stem}")))
-        assert written.keys() == decided.keys() and len(written) == 4
+        assert written.keys() == decided.keys() and len(written) == TINY_DATA["test_per_id"]
         for name, value in written.items():
             if abs(float(value) - threshold) > 1e-6 * threshold:  # not a tie at the threshold
                 assert decided[name] == str(int(float(value) > threshold)), (key, name)
@@ -152,11 +134,11 @@ def test_a_run_without_saved_embeddings_gets_them_from_its_training_clips(tiny_r
     assert "computing" not in caplog.text
 
 
+@pytest.mark.slow
+def test_demo_table_puts_every_scorer_beside_both_baselines_on_the_same_clips(tiny_demo):
+    from estm_ref.pipeline.demo import DEMO_BASELINES
 
-def test_demo_table_puts_every_scorer_beside_both_baselines_on_the_same_clips(tmp_path, capsys):
-    from estm_ref.pipeline.demo import DEMO_BASELINES, run_demo
-
-    result = run_demo(tmp_path, tiny=True, progress=False)
+    _, _, result = tiny_demo
     header = result["demo_table"].splitlines()[0]
     for name in SCORERS:
         assert f"ESTM {name}" in header
@@ -185,7 +167,8 @@ def test_id_accuracy_bench_counts_the_clips_whose_largest_logit_is_their_own(tin
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     got = bench.id_accuracy(tiny_run, [tiny_data], device="cpu")
-    assert [n for _, n in got.values()] == [20, 8, 8]
+    n_test = TINY_IDS * TINY_DATA["test_per_id"]  # half normal, half anomalous
+    assert [n for _, n in got.values()] == [TINY_TRAIN_CLIPS, n_test // 2, n_test // 2]
     # the training clips again, from the embeddings training saved and the head's weights
     weights = torch.load(tiny_run / "checkpoint.pt", weights_only=False)["model"]["head.weight"]
     with np.load(tiny_run / EMBEDDINGS_NAME) as z:

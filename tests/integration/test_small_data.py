@@ -11,21 +11,9 @@ from estm_ref.cli.main import main
 from estm_ref.config import PRESETS, SMALL_DATA_CLIPS_PER_ID, Config, with_overrides
 from estm_ref.data import ClipInfo
 
+from conftest import TINY_IDS, TINY_TRAIN
+
 pytest.importorskip("soundfile", reason="the pipeline reads and writes WAV files")
-
-# a tiny model for speed: these flags override the preset's model and batch size
-TINY = ["--d-model", "32", "--depth", "1", "--d-state", "8", "--scan-backend", "ref",
-        "--batch-size", "8", "--no-cache-audio", "--no-progress", "--clip-samples", "16000"]
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    from estm_ref.synth.generate import generate
-
-    root = tmp_path_factory.mktemp("data")
-    generate(root, seed=5, ids_per_type=2, train_per_id=4, test_per_id=2, types=["pump"],
-             duration_s=1.0, progress=False)
-    return root
 
 
 def test_the_preset_sets_its_settings_and_flags_beside_it_win(tiny_data, tmp_path, caplog):
@@ -33,10 +21,11 @@ def test_the_preset_sets_its_settings_and_flags_beside_it_win(tiny_data, tmp_pat
     with caplog.at_level(logging.WARNING):
         assert main(["train", "--data-root", str(tiny_data), "--out", str(run_dir),
                      "--preset", "small-data", "--epochs", "2", "--mixup-alpha", "0.4",
-                     "--mask-mel-bands", "8", "--mask-frames", "4", "--no-time-shift", *TINY]) == 0
+                     "--mask-mel-bands", "8", "--mask-frames", "4", "--no-time-shift",
+                     *TINY_TRAIN]) == 0
     assert "--preset small-data" not in caplog.text
     saved = json.loads((run_dir / "config.json").read_text())
-    given = {"epochs": 2, "d_model": 32, "depth": 1, "batch_size": 8, "mixup_alpha": 0.4,
+    given = {"epochs": 2, "d_model": 32, "depth": 1, "batch_size": 8, "lr": 1e-3, "mixup_alpha": 0.4,
              "mask_mel_bands": 8, "mask_frames": 4, "time_shift": False}
     assert PRESETS["small-data"]["train"]["time_shift"] is True
     for section, values in PRESETS["small-data"].items():
@@ -79,18 +68,50 @@ def test_the_papers_settings_on_few_clips_per_id_name_the_preset(per_id, preset,
         assert f"{per_id} training clips per ID" in caplog.text
 
 
-def test_a_run_trained_with_speed_classes_tests_and_scores(tiny_data, tmp_path):
-    """The head holds one class per ID and speed view; testing and scoring load it and score
-    every clip against its own ID as recorded."""
+def test_a_run_trained_with_speed_classes_scores_each_clip_on_its_own_ids_recorded_class(
+        tiny_data, tmp_path, capsys):
+    """The head holds one class per ID and speed view (v = 0, the clip as recorded, first);
+    `estm test` and `estm score` give each clip -log softmax of its own ID's recorded class
+    over every class of the head, recomputed here from the checkpoint and the WAV file."""
+    import csv
+
+    import numpy as np
+    import soundfile as sf
     import torch
+    from scipy.special import logsumexp
+
+    from estm_ref.model import build_model
 
     run_dir = tmp_path / "run"
-    assert main(["train", "--data-root", str(tiny_data), "--out", str(run_dir), "--epochs", "1",
-                 "--speed-classes", "1", "--speed-prob", "1.0", *TINY]) == 0
+    assert main(["--quiet", "train", "--data-root", str(tiny_data), "--out", str(run_dir),
+                 "--epochs", "1", "--speed-classes", "1", "--speed-prob", "1.0",
+                 *TINY_TRAIN]) == 0
     state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
-    head = next(v for k, v in state["model"].items() if k.endswith("head.weight"))
-    assert head.shape[0] == 2 * 3  # 2 IDs x (as recorded, faster, slower)
-    assert main(["test", "--run", str(run_dir), "--data-root", str(tiny_data), "--no-progress",
+    assert state["model"]["head.weight"].shape[0] == TINY_IDS * 3  # as recorded, faster, slower
+    cfg = Config.from_dict(state["config"])
+    model = build_model(cfg.features, cfg.model, TINY_IDS * 3)
+    model.load_state_dict(state["model"])
+    model.eval()
+    ids = sorted({(p.parts[-3], p.name.split("_id_")[1][:2])
+                  for p in tiny_data.glob("*/train/*.wav")})
+
+    assert main(["--quiet", "test", "--run", str(run_dir), "--data-root", str(tiny_data),
+                 "--out", str(tmp_path / "test"), "--no-progress", "--no-plots",
                  "--scorer", "nll"]) == 0
-    wav = next((tiny_data / "pump" / "test").glob("*.wav"))
-    assert main(["--quiet", "score", "--run", str(run_dir), "--scorer", "nll", str(wav)]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "test" / "scores.csv")))
+    assert len(rows) == len(list(tiny_data.glob("*/test/*.wav")))
+    # the loader's crop: the first clip_samples samples
+    wave = torch.from_numpy(np.stack([sf.read(r["path"], dtype="float32")[0]
+                                      for r in rows])[:, :cfg.features.clip_samples])
+    own = torch.tensor([ids.index((r["machine_type"], r["machine_id"])) for r in rows])
+    with torch.no_grad():
+        logits = model.head(model(wave).embedding, own).double().numpy()  # margin on `own`
+    expected = logsumexp(logits, axis=1) - logits[np.arange(len(rows)), own.numpy()]
+    # one batch here, batches of 8 there: float32 rounding
+    np.testing.assert_allclose([float(r["score"]) for r in rows], expected, rtol=1e-4, atol=1e-6)
+
+    capsys.readouterr()
+    assert main(["--quiet", "score", "--run", str(run_dir), "--scorer", "nll", "--json",
+                 rows[0]["path"]]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert result["score"] == pytest.approx(expected[0], rel=1e-4, abs=1e-6)
