@@ -17,13 +17,13 @@ import torch
 
 from conftest import KERNEL_DEVICE
 from estm_ref.scan import selective_scan, selective_scan_ref
+from estm_ref.scan.battery import BATTERY
 from estm_ref.scan.parity import TOLERANCES, ScanCase, assert_parity, make_inputs, run_scan, upstream_grads
 from triton_kernels import scan_bwd, scan_fwd
 from triton_kernels import selective_scan as ss
 from triton_kernels.selective_scan import LaunchOptions, ScanConfig, selective_scan_fn
 
 bf16, fp16, fp32 = torch.bfloat16, torch.float16, torch.float32
-NONE = dict(has_D=False, has_z=False, has_delta_bias=False, delta_softplus=False, has_initial_state=False)
 
 
 def kernel(block_d=None, block_l=None, poison=True):
@@ -32,25 +32,28 @@ def kernel(block_d=None, block_l=None, poison=True):
     return functools.partial(selective_scan_fn, options=LaunchOptions(config=config, poison=poison))
 
 
-# id -> (case, BLOCK_D, BLOCK_L), None for the configuration chosen by shape
-CASES = {
-    "L1-batch1-ragged-block": (ScanCase(1, 3, 1, 4), 2, 4),
-    "N1-nothing-optional": (ScanCase(2, 5, 7, 1, **NONE), 4, 4),
-    "groups-ragged-blocks-and-tiles": (ScanCase(1, 10, 23, 16, groups=2), 4, 8),
-    "one-channel-per-group": (ScanCase(2, 6, 13, 4, groups=6, has_z=False), 1, 4),
-    "z-only": (ScanCase(1, 7, 17, 4, **{**NONE, "has_z": True}), 8, 8),
-    "D-only": (ScanCase(1, 7, 9, 4, **{**NONE, "has_D": True}), 8, 4),
-    "bias-without-softplus": (ScanCase(2, 4, 11, 4, **{**NONE, "has_delta_bias": True}), 4, 16),
-    "initial-state-only": (ScanCase(1, 4, 10, 16, **{**NONE, "has_initial_state": True}), 2, 4),
-    "softplus-above-threshold": (ScanCase(1, 6, 12, 4, big_delta=True), 8, 4),
-    "exact-multiples": (ScanCase(1, 8, 16, 4, groups=2), 4, 8),
-    "default-blocks-estm-time-path": (ScanCase(2, 8, 13, 16), None, None),
-    "default-blocks-several-tiles": (ScanCase(1, 4, 40, 4), None, None),
-    "noncontiguous": (ScanCase(1, 5, 9, 4, groups=1, noncontiguous=True), 8, 4),
-    "bf16-groups": (ScanCase(2, 8, 20, 16, groups=2, dtype=bf16), 4, 8),
-    "fp16": (ScanCase(1, 6, 15, 4, dtype=fp16, has_initial_state=False), 8, 4),
-    "mixed-dtypes": (ScanCase(1, 6, 10, 4, dtype=fp16, delta_dtype=fp32, bc_dtype=bf16), 8, 4),
+# battery case -> (BLOCK_D, BLOCK_L), None for the configuration chosen by shape: several
+# tiles, ragged tiles and ragged channel blocks in short sequences
+BLOCKS = {
+    "L1-batch1": (2, 4),
+    "N1-nothing-optional": (4, 4),
+    "N-odd": (4, 4),
+    "groups-L-prime": (4, 8),
+    "one-channel-per-group": (1, 4),
+    "z-only": (8, 8),
+    "D-only": (8, 4),
+    "bias-without-softplus": (4, 16),
+    "initial-state-only": (2, 4),
+    "softplus-above-threshold": (8, 4),
+    "L-power-of-two-groups": (4, 8),
+    "estm-time-path": (None, None),
+    "L40-shared": (None, None),
+    "noncontiguous": (8, 4),
+    "bf16-groups": (4, 8),
+    "fp16": (8, 4),
+    "mixed-dtypes": (8, 4),
 }
+CASES = {name: (BATTERY[name].case, *blocks) for name, blocks in BLOCKS.items()}
 
 
 @pytest.mark.parametrize("case, block_d, block_l", list(CASES.values()), ids=list(CASES))
