@@ -7,7 +7,8 @@
   ref          `estm_ref.scan.selective_scan_ref`, eager.
   ref-compile  the same function under `torch.compile(dynamic=False)`.
   mambapy      the parallel (Blelloch) scan `mambapy.pscan.pscan`, wrapped into this
-               scan's semantics (`mambapy_scan`); optional, skipped when not importable.
+               scan's semantics (`estm_ref.scan.adapters.mambapy_scan`); optional, skipped
+               when not importable.
   mamba-ssm    `mamba_ssm.ops.selective_scan_interface.selective_scan_fn` (optional, CUDA).
 
 A backend that cannot run gets `scan=None` and the reason; nothing falls back to another.
@@ -23,10 +24,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from bench.scan_cost import Shape
 from estm_ref.scan import selective_scan_ref
+from estm_ref.scan.adapters import mambapy_scan
 
 BACKENDS = ("triton", "ref", "ref-compile", "mambapy", "mamba-ssm")
 
@@ -41,35 +42,6 @@ class Backend:
 
 
 REF = Backend("ref", selective_scan_ref)
-
-
-def mambapy_scan(pscan, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-    """This scan's semantics (see `selective_scan_ref`) around mambapy's parallel scan.
-
-    pscan(A_bar, X) takes (batch, L, dim, N) tensors and returns h with
-    h[t] = A_bar[t] * h[t-1] + X[t]; it pads L to a power of two internally. Float32
-    throughout; B, C of shape (batch, N, L) only.
-    """
-    if B.dim() != 3:
-        raise ValueError("mambapy_scan takes B, C of shape (batch, N, L)")
-    f32 = torch.float32
-    dt = delta.to(f32)
-    if delta_bias is not None:
-        dt = dt + delta_bias[None, :, None]
-    if delta_softplus:
-        dt = F.softplus(dt, threshold=20.0)
-    dt = dt.transpose(1, 2)  # (batch, L, dim)
-    u_t = u.to(f32).transpose(1, 2)
-    a_bar = torch.exp(dt.unsqueeze(-1) * A)  # (batch, L, dim, N)
-    x = (dt * u_t).unsqueeze(-1) * B.to(f32).transpose(1, 2).unsqueeze(2)
-    h = pscan(a_bar, x)
-    y = (h @ C.to(f32).transpose(1, 2).unsqueeze(-1)).squeeze(-1)  # (batch, L, dim)
-    if D is not None:
-        y = y + D * u_t
-    y = y.transpose(1, 2)
-    if z is not None:
-        y = y * F.silu(z.to(f32))
-    return y.to(u.dtype)
 
 
 def load_backend(name: str, device: torch.device) -> Backend:

@@ -36,6 +36,8 @@ COMMANDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "synth": ("estm_ref.cli.synth",
               "write seeded synthetic machine sounds in the DCASE 2020 Task 2 layout",
               ("progress",)),
+    "scan-check": ("estm_ref.cli.scan_check",
+                   "check any selective scan against the reference: every case, output and gradient", ()),
     "model-summary": ("estm_ref.cli.model_summary",
                       "shape after every stage and parameter counts of an ESTM model", ()),
 }
