@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from estm_ref.data import ClipDataset, scan_roots  # noqa: E402
 from estm_ref.pipeline.run_dir import load_run  # noqa: E402
-from estm_ref.pipeline.scoring import pass_dataset  # noqa: E402
+from estm_ref.pipeline.model_pass import pass_dataset  # noqa: E402
 from estm_ref.runtime import resolve_device  # noqa: E402
 
 

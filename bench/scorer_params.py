@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from estm_ref.data import ClipDataset, scan_roots  # noqa: E402
 from estm_ref.pipeline.metrics import evaluate_ids, pct, summarise_types  # noqa: E402
 from estm_ref.pipeline.run_dir import load_run  # noqa: E402
-from estm_ref.pipeline.scoring import anomaly_scores, fit_scorers, pass_dataset  # noqa: E402
+from estm_ref.pipeline.model_pass import pass_dataset  # noqa: E402
+from estm_ref.pipeline.scoring import fit_scorers  # noqa: E402
 from estm_ref.pipeline.training_pass import ensure_training_pass  # noqa: E402
 from estm_ref.runtime import resolve_device  # noqa: E402
 
@@ -50,18 +51,13 @@ def main() -> int:
         return f"{label:<18} {pct(average.auc):>7} {pct(average.pauc):>7}   {per_type}"
 
     print(f"{'scorer':<18} {'AUC':>7} {'pAUC':>7}   AUC per type ({len(keys)} test clips)")
-    for with_margin in (True, False):
-        scorers = fit_scorers(training, ["nll"], with_margin)
-        print(row(f"nll{'' if with_margin else ' (no margin)'}",
-                  anomaly_scores(scorers, "nll", keys, result)))
-    for k in args.k:
-        print(row(f"knn k={k}", anomaly_scores(fit_scorers(training, ["knn"], k=k), "knn", keys,
-                                               result)))
-    for n in args.n_centres:
-        scorers = fit_scorers(training, ["centres"], n_centres=n, seed=run.cfg.train.seed)
-        print(row(f"centres n={n}", anomaly_scores(scorers, "centres", keys, result)))
-    print(row("mahalanobis", anomaly_scores(fit_scorers(training, ["mahalanobis"]),
-                                            "mahalanobis", keys, result)))
+    settings = [("nll", "nll", {"margin": True}), ("nll (no margin)", "nll", {"margin": False})]
+    settings += [(f"knn k={k}", "knn", {"k": k}) for k in args.k]
+    settings += [(f"centres n={n}", "centres", {"n_centres": n, "seed": run.cfg.train.seed})
+                 for n in args.n_centres]
+    settings.append(("mahalanobis", "mahalanobis", {}))
+    for label, name, params in settings:
+        print(row(label, fit_scorers(training, [name], params).score(name, keys, result)))
     return 0
 
 

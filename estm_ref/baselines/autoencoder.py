@@ -21,7 +21,6 @@ the official value, so a run that shortens training says so.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from dataclasses import dataclass, fields
@@ -29,6 +28,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 from torch import nn
+
+from estm_ref.model.features import mel_filters
 
 log = logging.getLogger(__name__)
 
@@ -78,38 +79,12 @@ def divergences(cfg: AutoencoderConfig) -> list[str]:
 
 # ----------------------------------------------------------------------------- features
 
-def _hz_to_slaney_mel(hz: np.ndarray) -> np.ndarray:
-    """Slaney's mel scale (librosa's default): linear below 1 kHz, logarithmic above."""
-    hz = np.asarray(hz, dtype=np.float64)
-    f_sp, min_log_hz = 200.0 / 3.0, 1000.0
-    logstep = math.log(6.4) / 27.0
-    return np.where(hz >= min_log_hz,
-                    min_log_hz / f_sp + np.log(np.maximum(hz, min_log_hz) / min_log_hz) / logstep,
-                    hz / f_sp)
-
-
-def _slaney_mel_to_hz(mel: np.ndarray) -> np.ndarray:
-    mel = np.asarray(mel, dtype=np.float64)
-    f_sp, min_log_hz = 200.0 / 3.0, 1000.0
-    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
-    return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)),
-                    f_sp * mel)
-
-
-@functools.lru_cache(maxsize=8)
 def slaney_mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
     """(n_mels, n_fft // 2 + 1) float32: `librosa.filters.mel(sr=sample_rate, n_fft=n_fft,
     n_mels=n_mels)` with its defaults (Slaney scale, Slaney area normalisation, 0 Hz to
     Nyquist). Treat the result as read-only."""
-    fft_hz = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
-    edges = _slaney_mel_to_hz(np.linspace(0.0, _hz_to_slaney_mel(sample_rate / 2.0), n_mels + 2))
-    widths = np.diff(edges)
-    ramps = edges[:, None] - fft_hz[None, :]
-    rising = -ramps[:-2] / widths[:-1, None]
-    falling = ramps[2:] / widths[1:, None]
-    weights = np.maximum(0.0, np.minimum(rising, falling))
-    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
-    return torch.from_numpy(weights.astype(np.float32))
+    return mel_filters(sample_rate, n_fft, n_mels, 0.0, sample_rate / 2.0, scale="slaney",
+                       area_norm=True)
 
 
 def baseline_log_mel(waveform: torch.Tensor, sample_rate: int,

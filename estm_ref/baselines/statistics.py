@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from estm_ref.gaussian import Gaussian
+
+
 def clip_statistics(log_mels: np.ndarray) -> np.ndarray:
     """log_mels: (n_clips, n_mels, n_frames) -> (n_clips, 2 * n_mels): mean and std over frames."""
     x = np.asarray(log_mels, dtype=np.float64)
@@ -35,38 +38,24 @@ def _check_known(train_y: np.ndarray, test_y: np.ndarray) -> None:
         raise ValueError(f"test classes without training clips: {unknown}")
 
 
-def mahalanobis_scores(train_x, train_y, test_x, test_y) -> np.ndarray:
-    """Squared Mahalanobis distance of each test clip to its own ID's training clips, under
-    their Ledoit-Wolf covariance (`ledoit_wolf`)."""
+def _per_class(train_x, train_y, test_x, test_y, fit_and_score) -> np.ndarray:
+    """Scores of each test row by `fit_and_score(training rows, test rows)` of its own class."""
     train_x, test_x = np.asarray(train_x, np.float64), np.asarray(test_x, np.float64)
     train_y, test_y = np.asarray(train_y), np.asarray(test_y)
     _check_known(train_y, test_y)
     scores = np.empty(len(test_y))
     for cls in np.unique(test_y):
-        ref = train_x[train_y == cls]
-        if len(ref) < 2:
-            raise ValueError(f"class {cls} has {len(ref)} training clip(s); need 2 for a covariance")
-        mean = ref.mean(0)
-        cov, _ = ledoit_wolf(ref - mean)
-        d = test_x[test_y == cls] - mean
-        scores[test_y == cls] = np.einsum("ij,ij->i", d @ np.linalg.inv(cov), d)
+        try:
+            scores[test_y == cls] = fit_and_score(train_x[train_y == cls], test_x[test_y == cls])
+        except ValueError as err:
+            raise ValueError(f"class {cls}: {err}") from err
     return scores
 
 
-def ledoit_wolf(xc: np.ndarray) -> tuple[np.ndarray, float]:
-    """Ledoit-Wolf (2004) shrunk covariance of centred rows xc (n, p), and the shrinkage.
-
-    S = xc^T xc / n, mu = tr(S) / p; the target is mu I and the weight on it is
-    min(b2, d2) / d2 with d2 = ||S - mu I||_F^2 / p and
-    b2 = (sum_k ||x_k||^4 / n - ||S||_F^2) / (n p), the estimated error of S.
-    """
-    n, p = xc.shape
-    s = xc.T @ xc / n
-    mu = np.trace(s) / p
-    d2 = ((s - mu * np.eye(p)) ** 2).sum() / p
-    b2 = ((np.linalg.norm(xc, axis=1) ** 4).sum() / n - (s ** 2).sum()) / (n * p)
-    shrinkage = 0.0 if d2 == 0 else min(b2, d2) / d2
-    return (1 - shrinkage) * s + shrinkage * mu * np.eye(p), float(shrinkage)
+def mahalanobis_scores(train_x, train_y, test_x, test_y) -> np.ndarray:
+    """Squared Mahalanobis distance of each test clip to its own ID's training clips, under
+    their mean and Ledoit-Wolf covariance (`estm_ref.gaussian.Gaussian`)."""
+    return _per_class(train_x, train_y, test_x, test_y, lambda ref, x: Gaussian.fit(ref).score(x))
 
 
 def id_classifier_scores(train_x, train_y, test_x, test_y, c: float = 1.0) -> np.ndarray:
@@ -86,11 +75,5 @@ def id_classifier_scores(train_x, train_y, test_x, test_y, c: float = 1.0) -> np
 
 def rms_scores(train_db, train_y, test_db, test_y) -> np.ndarray:
     """|dB RMS - the ID's training mean| / the ID's training std, per test clip."""
-    train_db, test_db = np.asarray(train_db, np.float64), np.asarray(test_db, np.float64)
-    train_y, test_y = np.asarray(train_y), np.asarray(test_y)
-    _check_known(train_y, test_y)
-    scores = np.empty(len(test_y))
-    for cls in np.unique(test_y):
-        ref = train_db[train_y == cls]
-        scores[test_y == cls] = np.abs(test_db[test_y == cls] - ref.mean()) / (ref.std() + 1e-9)
-    return scores
+    return _per_class(train_db, train_y, test_db, test_y,
+                      lambda ref, x: np.abs(x - ref.mean()) / (ref.std() + 1e-9))

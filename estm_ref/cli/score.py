@@ -11,7 +11,7 @@ import json
 import logging
 from pathlib import Path
 
-from estm_ref.cli.scorer_flags import add_scorer_arguments
+from estm_ref.cli.scorer_flags import add_scorer_arguments, scorer_params
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from estm_ref.pipeline.evaluate import score_files
 
     results = score_files(args.run, args.files, args.machine_type, args.machine_id, args.device,
-                          not args.no_margin, args.scorer, args.data_root, args.k, args.n_centres)
+                          args.scorer, args.data_root, scorer_params(args))
     failed = [r for r in results if "error" in r]
     if args.json:
         print(json.dumps(results, indent=2))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from estm_ref.cli.scorer_flags import add_scorer_arguments
+from estm_ref.cli.scorer_flags import add_scorer_arguments, scorer_params
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,8 +23,8 @@ def run(args: argparse.Namespace) -> int:
     from estm_ref.pipeline.evaluate import test_run
 
     result = test_run(args.run, args.data_root, args.out, args.device, args.per_id,
-                      not args.no_margin, not args.no_plots, not args.no_progress,
-                      scorer=args.scorer, k=args.k, n_centres=args.n_centres)
+                      not args.no_plots, not args.no_progress, scorer=args.scorer,
+                      scorer_params=scorer_params(args))
     print(f"AUC / pAUC (%) under each scorer; * = {result['scorer']}, whose scores fill the "
           "DCASE files and results.csv:\n")
     print(result["scorer_table"])

@@ -12,7 +12,7 @@ import torch
 from estm_ref.config import FeatureConfig
 from estm_ref.data.audio import INT16_SCALE, load_clip, validate
 from estm_ref.data.cache import AudioCache
-from estm_ref.data.index import ClipInfo
+from estm_ref.data.index import ClipInfo, clip_key
 from estm_ref.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class ClipDataset(torch.utils.data.Dataset):
         unknown = sorted({(c.machine_type, c.machine_id) for c in clips} - set(self._class_index))
         if unknown:
             raise InputError(f"{len(unknown)} (machine_type, machine_id) pair(s) not in the class "
-                             f"list: {', '.join(f'{t}/id_{i}' for t, i in unknown[:10])}"
+                             f"list: {', '.join(clip_key(*k) for k in unknown[:10])}"
                              f"{', ...' if len(unknown) > 10 else ''}")
         self._rows: list[int] | None = None
         self._array_path: Path | None = None

@@ -28,7 +28,28 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
 _LABELS = {"normal": 0, "anomaly": 1}
-_NAME = re.compile(r"(?:(?P<label>normal|anomaly)_)?id_(?P<id>\d{2})_(?P<counter>\d+)\.wav")
+_ID = r"id_(?P<id>\d{2})"  # a machine ID in a file name
+ID_PATTERN = re.compile(_ID)
+_NAME = re.compile(rf"(?:(?P<label>normal|anomaly)_)?{_ID}_(?P<counter>\d+)\.wav")
+
+
+def clip_key(machine_type: str, machine_id: str) -> str:
+    """How a machine (type, ID) is named in messages and threshold tables: "fan/id_00"."""
+    return f"{machine_type}/id_{machine_id}"
+
+
+def identify_clip(path: Path, machine_type: str | None = None,
+                  machine_id: str | None = None) -> tuple[str, str]:
+    """(type, id) of a single file: given explicitly, else the type from the folder
+    `<type>/<split>/file.wav` and the ID from `id_XX` in the file name."""
+    if machine_type is None:
+        machine_type = path.resolve().parent.parent.name
+    if machine_id is None:
+        match = ID_PATTERN.search(path.name)
+        if match is None:
+            raise InputError(f"{path}: no id_XX in the file name; pass --id")
+        machine_id = match["id"]
+    return machine_type, machine_id
 
 
 @dataclass(frozen=True)

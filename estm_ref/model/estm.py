@@ -197,14 +197,6 @@ class ESTM(nn.Module):
         embedding = self.embed(waveform)
         return ESTMOutput(logits=self.head(embedding, labels), embedding=embedding)
 
-    def anomaly_score(self, waveform: torch.Tensor, labels: torch.Tensor,
-                      with_margin: bool = True) -> torch.Tensor:
-        """-log softmax(logits)[label] per clip: (batch,); higher = more anomalous.
-
-        with_margin applies the ArcFace margin to the clip's own class, as in training.
-        """
-        return own_class_nll(self(waveform, labels if with_margin else None).logits, labels)
-
 
 def own_class_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """-log softmax(logits)[label] per row: (batch, n_classes), (batch,) -> (batch,) float64.

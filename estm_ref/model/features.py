@@ -10,6 +10,7 @@ Shapes: a clip is `clip_samples` samples (160000 = 10 s at 16 kHz); its log-mel 
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 import torch.nn as nn
@@ -21,48 +22,79 @@ from estm_ref.config import FeatureConfig
 TSG_STD_EPS = 1e-5
 # a gate value below LOW or above HIGH counts as saturated in `tsg_saturation`
 SATURATION_LOW, SATURATION_HIGH = 0.05, 0.95
+_CPU = torch.device("cpu")
 
 
-def hz_to_mel(hz: torch.Tensor) -> torch.Tensor:
-    """HTK mel scale: 2595 * log10(1 + f / 700)."""
-    return 2595.0 * torch.log10(1.0 + hz / 700.0)
+MEL_SCALES = ("htk", "slaney")
+# Slaney's scale (librosa's default): linear below 1 kHz at 200/3 Hz per mel, logarithmic above
+_SLANEY_HZ_PER_MEL, _SLANEY_BREAK_HZ, _SLANEY_LOG_STEP = 200.0 / 3.0, 1000.0, math.log(6.4) / 27.0
 
 
-def mel_to_hz(mel: torch.Tensor) -> torch.Tensor:
+def hz_to_mel(hz: torch.Tensor, scale: str = "htk") -> torch.Tensor:
+    """HTK: 2595 * log10(1 + f / 700); Slaney: f / (200/3) below 1 kHz, log-spaced above."""
+    if scale == "htk":
+        return 2595.0 * torch.log10(1.0 + hz / 700.0)
+    _check_scale(scale)
+    break_mel = _SLANEY_BREAK_HZ / _SLANEY_HZ_PER_MEL
+    log_part = break_mel + torch.log(torch.clamp(hz, min=_SLANEY_BREAK_HZ) / _SLANEY_BREAK_HZ) \
+        / _SLANEY_LOG_STEP
+    return torch.where(hz >= _SLANEY_BREAK_HZ, log_part, hz / _SLANEY_HZ_PER_MEL)
+
+
+def mel_to_hz(mel: torch.Tensor, scale: str = "htk") -> torch.Tensor:
     """Inverse of `hz_to_mel`."""
-    return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+    if scale == "htk":
+        return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+    _check_scale(scale)
+    break_mel = _SLANEY_BREAK_HZ / _SLANEY_HZ_PER_MEL
+    return torch.where(mel >= break_mel,
+                       _SLANEY_BREAK_HZ * torch.exp(_SLANEY_LOG_STEP * (mel - break_mel)),
+                       _SLANEY_HZ_PER_MEL * mel)
+
+
+def _check_scale(scale: str) -> None:
+    if scale not in MEL_SCALES:
+        raise ValueError(f"mel scale must be one of {MEL_SCALES}, got {scale!r}")
+
+
+def mel_band_edges(n_mels: int, f_min: float, f_max: float, scale: str = "htk",
+                   dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """(n_mels + 2,) Hz: edges equally spaced on the mel scale from f_min to f_max, computed
+    in `dtype`; filter m rises from edge m to edge m+1 and falls to edge m+2."""
+    mels = torch.linspace(float(hz_to_mel(torch.tensor(f_min, dtype=dtype), scale)),
+                          float(hz_to_mel(torch.tensor(f_max, dtype=dtype), scale)),
+                          n_mels + 2, dtype=dtype)
+    return mel_to_hz(mels, scale)
 
 
 def mel_filterbank(cfg: FeatureConfig, device: torch.device | str = "cpu",
                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Triangular HTK-mel filters without area normalisation: (n_mels, n_fft // 2 + 1).
-
-    n_mels + 2 edge frequencies are equally spaced on the HTK mel scale from f_min to
-    f_max; filter m rises linearly from edge m to edge m+1 and falls to edge m+2
-    (the same filters as `librosa.filters.mel(htk=True, norm=None)`). Built in float64,
-    then cast. Cached per (settings, device, dtype); treat the result as read-only.
-    """
-    return _mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels, float(cfg.f_min),
-                           float(cfg.f_max), torch.device(device), dtype)
+    """The front end's filters: `mel_filters` on the HTK scale without area normalisation
+    (`librosa.filters.mel(htk=True, norm=None)`), over cfg's f_min to f_max."""
+    return mel_filters(cfg.sample_rate, cfg.n_fft, cfg.n_mels, float(cfg.f_min),
+                       float(cfg.f_max), device=torch.device(device), dtype=dtype)
 
 
 @functools.lru_cache(maxsize=16)
-def _mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float,
-                    device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def mel_filters(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float,
+                scale: str = "htk", area_norm: bool = False, device: torch.device = _CPU,
+                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Triangular mel filters (n_mels, n_fft // 2 + 1) between `mel_band_edges`; with
+    `area_norm` each filter is scaled by 2 / (its upper edge - its lower edge) (Slaney's
+    normalisation: `librosa.filters.mel(htk=False)` is scale "slaney", area_norm True).
+    Built in float64, then cast. Cached per arguments; treat the result as read-only."""
     if not 0.0 <= f_min < f_max <= sample_rate / 2:
         raise ValueError(f"mel range must satisfy 0 <= f_min < f_max <= sample_rate/2, "
                          f"got f_min={f_min}, f_max={f_max}, sample_rate={sample_rate}")
-    f64 = torch.float64
-    fft_hz = torch.linspace(0.0, sample_rate / 2, n_fft // 2 + 1, dtype=f64)
-    edges_mel = torch.linspace(float(hz_to_mel(torch.tensor(f_min, dtype=f64))),
-                               float(hz_to_mel(torch.tensor(f_max, dtype=f64))),
-                               n_mels + 2, dtype=f64)
-    edges_hz = mel_to_hz(edges_mel)  # (n_mels + 2,)
+    fft_hz = torch.linspace(0.0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
+    edges_hz = mel_band_edges(n_mels, f_min, f_max, scale)  # (n_mels + 2,)
     widths = edges_hz.diff()  # (n_mels + 1,)
     offsets = edges_hz[:, None] - fft_hz[None, :]  # (n_mels + 2, n_freqs)
     rising = -offsets[:-2] / widths[:-1, None]
     falling = offsets[2:] / widths[1:, None]
     filters = torch.clamp(torch.minimum(rising, falling), min=0.0)
+    if area_norm:
+        filters = filters * (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]
     return filters.to(device=device, dtype=dtype)
 
 

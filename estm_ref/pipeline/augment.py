@@ -19,16 +19,20 @@ log-mel, the TSG gate and the Tgram all see the same change.
   loss mixes the ArcFace losses of both classes with the same weights (Noisy-ArcMix,
   arXiv 2310.06364, without its noise).
 
-Randomness comes from torch's global generator, seeded and checkpointed by training,
+Each is an `Augmentation` object built from `TrainConfig` (`build_augmentations`), applied
+in the order of `AUGMENTATIONS`. Randomness comes from torch's global generator, seeded and checkpointed by training,
 so that `train --resume` reproduces the same augmented batches.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+from typing import Callable, ClassVar, Sequence
+
 import torch
 
-from estm_ref.config import FeatureConfig
-from estm_ref.model.features import hz_to_mel, mel_to_hz
+from estm_ref.config import FeatureConfig, TrainConfig
+from estm_ref.model.features import mel_band_edges
 
 
 def _block(batch: int, max_width: int, length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,9 +50,7 @@ def mask_mel_bands(wave: torch.Tensor, cfg: FeatureConfig, max_bands: int) -> to
         return wave
     batch, n = wave.shape
     start, width = _block(batch, max_bands, cfg.n_mels, wave.device)
-    edges = mel_to_hz(torch.linspace(float(hz_to_mel(torch.tensor(cfg.f_min))),
-                                     float(hz_to_mel(torch.tensor(cfg.f_max))), cfg.n_mels + 2))
-    edges = edges.to(wave.device)
+    edges = mel_band_edges(cfg.n_mels, cfg.f_min, cfg.f_max, dtype=torch.float32).to(wave.device)
     low, high = edges[start], edges[start + width + 1]
     freqs = torch.fft.rfftfreq(n, d=1.0 / cfg.sample_rate).to(wave.device)
     keep = ~((freqs[None] >= low[:, None]) & (freqs[None] <= high[:, None]) & (width[:, None] > 0))
@@ -116,12 +118,125 @@ def mixup(wave: torch.Tensor, cls: torch.Tensor,
     return lam * wave + (1.0 - lam) * wave[perm], cls[perm], lam
 
 
-def augment(wave: torch.Tensor, cls: torch.Tensor, features: FeatureConfig, mixup_alpha: float,
-            max_bands: int, max_frames: int,
-            time_shift: bool = False) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Time shift, masks, then mixup: (wave, the second class of each clip, the weight of
-    the first)."""
-    if time_shift:
-        wave = shift_time(wave)
-    wave = mask_frames(mask_mel_bands(wave, features, max_bands), features, max_frames)
-    return mixup(wave, cls, mixup_alpha)
+@dataclass
+class Batch:
+    """A training batch as the loss sees it."""
+
+    wave: torch.Tensor  # (batch, clip_samples)
+    cls: torch.Tensor  # (batch,) head class of each clip
+    other: torch.Tensor  # (batch,) the class mixed into each clip (= cls without mixup)
+    lam: float = 1.0  # the loss weight of `cls`; 1 - lam goes to `other`
+
+
+class Augmentation:
+    """One augmentation: `from_config` builds it from the training config (None when the
+    config turns it off), calling it changes a batch. `AUGMENTATIONS` lists them in the
+    order they apply; each draws from torch's global generator only when on."""
+
+    @classmethod
+    def from_config(cls, train: TrainConfig, features: FeatureConfig,
+                    n_ids: int) -> "Augmentation | None":
+        raise NotImplementedError
+
+    def __call__(self, batch: Batch) -> Batch:
+        raise NotImplementedError
+
+
+@dataclass
+class SpeedViews(Augmentation):
+    """`speed_views`: shifted views as classes of their own beside the n_ids ID classes."""
+
+    n_ids: int
+    views: int
+    step: float
+    prob: float
+
+    @classmethod
+    def from_config(cls, train, features, n_ids):
+        on = train.speed_views > 1 and train.speed_prob > 0
+        return cls(n_ids, train.speed_views, train.speed_step, train.speed_prob) if on else None
+
+    def __call__(self, batch: Batch) -> Batch:
+        wave, cls = speed_views(batch.wave, batch.cls, self.n_ids, self.views, self.step,
+                                self.prob)
+        return Batch(wave, cls, cls, batch.lam)
+
+
+@dataclass
+class TimeShift(Augmentation):
+    """`shift_time`: each clip rolled by its own random offset."""
+
+    @classmethod
+    def from_config(cls, train, features, n_ids):
+        return cls() if train.time_shift else None
+
+    def __call__(self, batch: Batch) -> Batch:
+        return replace(batch, wave=shift_time(batch.wave))
+
+
+@dataclass
+class _BlockMask(Augmentation):
+    """A block of up to `width` units silenced per clip; `width` is the config field
+    `config_field`, 0 = off."""
+
+    features: FeatureConfig
+    width: int
+    config_field: ClassVar[str]
+    mask: ClassVar[Callable[[torch.Tensor, FeatureConfig, int], torch.Tensor]]
+
+    @classmethod
+    def from_config(cls, train, features, n_ids):
+        width = getattr(train, cls.config_field)
+        return cls(features, width) if width > 0 else None
+
+    def __call__(self, batch: Batch) -> Batch:
+        return replace(batch, wave=type(self).mask(batch.wave, self.features, self.width))
+
+
+class BandMask(_BlockMask):
+    """`mask_mel_bands`: a block of adjacent mel bands silenced per clip."""
+
+    config_field = "mask_mel_bands"
+    mask = staticmethod(mask_mel_bands)
+
+
+class FrameMask(_BlockMask):
+    """`mask_frames`: a block of adjacent STFT frames silenced per clip."""
+
+    config_field = "mask_frames"
+    mask = staticmethod(mask_frames)
+
+
+@dataclass
+class Mixup(Augmentation):
+    """`mixup`: each clip mixed with another of the batch, both classes in the loss."""
+
+    alpha: float
+
+    @classmethod
+    def from_config(cls, train, features, n_ids):
+        return cls(train.mixup_alpha) if train.mixup_alpha > 0 else None
+
+    def __call__(self, batch: Batch) -> Batch:
+        wave, other, lam = mixup(batch.wave, batch.cls, self.alpha)
+        return Batch(wave, batch.cls, other, lam)
+
+
+AUGMENTATIONS: tuple[type[Augmentation], ...] = (SpeedViews, TimeShift, BandMask, FrameMask,
+                                                 Mixup)
+
+
+def build_augmentations(train: TrainConfig, features: FeatureConfig,
+                        n_ids: int) -> list[Augmentation]:
+    """The augmentations the config turns on, in the order they apply."""
+    built = (kind.from_config(train, features, n_ids) for kind in AUGMENTATIONS)
+    return [a for a in built if a is not None]
+
+
+def augment(augmentations: Sequence[Augmentation], wave: torch.Tensor,
+            cls: torch.Tensor) -> Batch:
+    """Apply `augmentations` in order to a batch of clips and their classes."""
+    batch = Batch(wave, cls, cls)
+    for augmentation in augmentations:
+        batch = augmentation(batch)
+    return batch

@@ -14,100 +14,108 @@ import csv
 import logging
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from estm_ref.data import ClipDataset, load_clip, scan_roots
+from estm_ref.data import ClipDataset, clip_key, identify_clip, load_clip, scan_roots
 from estm_ref.errors import InputError
 from estm_ref.pipeline.metrics import (evaluate_ids, format_score, format_table, pct,
                                        summarise_types, write_dcase_files, write_results_csv)
-from estm_ref.pipeline.run_dir import load_run, thresholds_key
-from estm_ref.pipeline.scorers import (DEFAULT_K, DEFAULT_N_CENTRES, DEFAULT_SCORER, SCORERS,
-                                       check_scorer)
-from estm_ref.pipeline.scoring import (Scorers, anomaly_scores, fit_scorers, identify, pass_batch,
-                                       pass_dataset)
+from estm_ref.pipeline.model_pass import ModelPass, pass_batch, pass_dataset
+from estm_ref.pipeline.run_dir import TEST_NAME, Run, load_run
+from estm_ref.pipeline.scorers import DEFAULT_SCORER, SCORERS, make_scorer
+from estm_ref.pipeline.scoring import Scorers, fit_scorers
 from estm_ref.pipeline.training_pass import ensure_training_pass
 from estm_ref.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
 
-def _scorers_of(run, run_dir, data_roots, dev, scorer: str, with_margin: bool, k: int,
-                n_centres: int, progress: bool, names: Sequence[str]) -> Scorers:
-    check_scorer(scorer)
+def _scorers_of(run: Run, run_dir, data_roots, dev, names: Sequence[str],
+                params: Mapping[str, Any] | None, progress: bool) -> Scorers:
     training = ensure_training_pass(run, run_dir, data_roots, dev, progress)
     try:
-        return fit_scorers(training, names, with_margin, k, n_centres, seed=run.cfg.train.seed)
+        return fit_scorers(training, names, {**(params or {}), "seed": run.cfg.train.seed})
     except ValueError as err:  # too few or non-finite training embeddings, a bad --k
         raise InputError(f"{run_dir}: {err}") from err
 
 
 def test_run(run_dir: Path | str, data_roots: Sequence[Path | str], out_dir: Path | None = None,
-             device: str = "auto", per_id: bool = False, with_margin: bool = True,
-             plots: bool = True, progress: bool = True, scorer: str = DEFAULT_SCORER,
-             k: int = DEFAULT_K, n_centres: int = DEFAULT_N_CENTRES) -> dict:
+             device: str = "auto", per_id: bool = False, plots: bool = True,
+             progress: bool = True, scorer: str = DEFAULT_SCORER,
+             scorer_params: Mapping[str, Any] | None = None) -> dict:
     """Score the test clips under `data_roots` with the run's model under every scorer; write
-    the chosen scorer's results and DCASE files, and every scorer's table; return them."""
-    check_scorer(scorer)
+    the chosen scorer's results and DCASE files, and every scorer's table; return them.
+    `scorer_params`: parameters of the scorers by name (e.g. {"k": 5, "margin": False})."""
+    make_scorer(scorer, scorer_params)  # an unknown name or a bad value fails before any work
     if plots:
         from estm_ref.pipeline.plots import require_matplotlib
 
         require_matplotlib()
     dev = resolve_device(device)
     run = load_run(run_dir, dev)
-    scorers = _scorers_of(run, run_dir, data_roots, dev, scorer, with_margin, k, n_centres,
-                          progress, SCORERS)
-    out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "test"
+    scorers = _scorers_of(run, run_dir, data_roots, dev, list(SCORERS), scorer_params, progress)
+    out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / TEST_NAME
     out_dir.mkdir(parents=True, exist_ok=True)
+    dataset = _test_set(run, data_roots, progress)
+    clips = dataset.clips
+    result = pass_dataset(run.model, dataset, run.cfg, dev, progress)
+    keys = [(c.machine_type, c.machine_id) for c in clips]
+    all_scores = {name: scorers.score(name, keys, result) for name in SCORERS}
+    tables = {name: _evaluate(clips, s) for name, s in all_scores.items()}
+    _write_outputs(out_dir, clips, keys, all_scores, tables, scorers, scorer)
+    id_results, types, average = tables[scorer]
+    figures = _plots(out_dir, clips, all_scores[scorer], result, run.cfg.train.seed) \
+        if plots and id_results else []
+    return {"table": format_table(types, average, id_results if per_id else None),
+            "scorer_table": format_scorer_table(tables, scorer, per_id), "scorer": scorer,
+            "scorers": tables, "types": types, "average": average, "ids": id_results,
+            "scores": all_scores, "out_dir": out_dir, "figures": figures,
+            "n_clips": len(clips), "skipped_files": len(dataset.skipped),
+            "unlabelled": sum(c.label is None for c in clips)}
 
+
+def _test_set(run: Run, data_roots: Sequence[Path | str], progress: bool) -> ClipDataset:
+    """The test clips under the roots of machines the run was trained on."""
     test_clips = scan_roots(data_roots).select(split="test")
     known = set(run.class_list)
     unknown = sorted({(c.machine_type, c.machine_id) for c in test_clips} - known)
     if unknown:
         log.warning("test clips of %d (type, id) pair(s) the model was not trained on are "
-                    "skipped: %s", len(unknown), ", ".join(f"{t}/id_{i}" for t, i in unknown))
+                    "skipped: %s", len(unknown), ", ".join(clip_key(*key) for key in unknown))
         test_clips = [c for c in test_clips if (c.machine_type, c.machine_id) in known]
     if not test_clips:
         raise InputError(f"no test clips of known machines under {', '.join(map(str, data_roots))}")
-    dataset = ClipDataset(test_clips, run.class_list, run.cfg.features, progress=progress)
-    clips = dataset.clips
-    result = pass_dataset(run.model, dataset, run.cfg, dev, progress)
-    keys = [(c.machine_type, c.machine_id) for c in clips]
-    all_scores = {name: anomaly_scores(scorers, name, keys, result) for name in SCORERS}
-    scores = all_scores[scorer]
+    return ClipDataset(test_clips, run.class_list, run.cfg.features, progress=progress)
 
+
+def _write_outputs(out_dir: Path, clips, keys, all_scores: dict, tables: dict, scorers: Scorers,
+                   scorer: str) -> None:
+    """scores.csv, the chosen scorer's DCASE files and Table I, every scorer's table."""
+    scores = all_scores[scorer]
     _write_scores_csv(out_dir / "scores.csv", clips, scores, all_scores)
     for key in sorted(set(keys)):
         idx = [i for i, k_ in enumerate(keys) if k_ == key]
-        threshold = scorers.thresholds[scorer].get(thresholds_key(*key), math.inf)
+        threshold = scorers.thresholds[scorer].get(clip_key(*key), math.inf)
         write_dcase_files(out_dir, *key, [clips[i].path.name for i in idx],
                           [float(scores[i]) for i in idx], threshold)
-
-    tables = {name: _evaluate(clips, s) for name, s in all_scores.items()}
     id_results, types, average = tables[scorer]
     (out_dir / "results.md").write_text(
         format_table(types, average, id_results, markdown=True) + "\n")
     write_results_csv(out_dir / "results.csv", types, average, id_results)
-    side_by_side = format_scorer_table(tables, scorer, per_id)
     (out_dir / "scorers.md").write_text(
         format_scorer_table(tables, scorer, True, markdown=True) + "\n")
     _write_scorers_csv(out_dir / "scorers.csv", tables)
-    figures = []
-    if plots and id_results:
-        from estm_ref.pipeline.plots import plot_roc_curves, plot_tsne
 
-        labelled = [i for i, c in enumerate(clips) if c.label is not None]
-        figures += plot_roc_curves(out_dir, [clips[i] for i in labelled], scores[labelled])
-        figures.append(plot_tsne(out_dir / "tsne.png", clips, result.embeddings,
-                                 seed=run.cfg.train.seed))
-    return {"table": format_table(types, average, id_results if per_id else None),
-            "scorer_table": side_by_side, "scorer": scorer, "scorers": tables,
-            "types": types, "average": average, "ids": id_results, "scores": all_scores,
-            "out_dir": out_dir, "figures": figures, "n_clips": len(clips),
-            "skipped_files": len(dataset.skipped),
-            "unlabelled": sum(c.label is None for c in clips)}
+
+def _plots(out_dir: Path, clips, scores: np.ndarray, result: ModelPass, seed: int) -> list:
+    from estm_ref.pipeline.plots import plot_roc_curves, plot_tsne
+
+    labelled = [i for i, c in enumerate(clips) if c.label is not None]
+    figures = plot_roc_curves(out_dir, [clips[i] for i in labelled], scores[labelled])
+    return figures + [plot_tsne(out_dir / "tsne.png", clips, result.embeddings, seed=seed)]
 
 
 def _evaluate(clips, scores: np.ndarray):
@@ -180,33 +188,32 @@ def _write_scorers_csv(path: Path, tables: dict) -> None:
 
 
 def score_files(run_dir: Path, files: Sequence[Path], machine_type: str | None = None,
-                machine_id: str | None = None, device: str = "auto", with_margin: bool = True,
+                machine_id: str | None = None, device: str = "auto",
                 scorer: str = DEFAULT_SCORER, data_roots: Sequence[Path] | None = None,
-                k: int = DEFAULT_K, n_centres: int = DEFAULT_N_CENTRES) -> list[dict]:
+                scorer_params: Mapping[str, Any] | None = None) -> list[dict]:
     """Score, threshold and decision of each file under `scorer`, as `test_run` scores it.
     A file that cannot be scored (unreadable, unknown machine, bad name) gets an "error"
     entry instead; the others are still scored."""
+    make_scorer(scorer, scorer_params)
     dev = resolve_device(device)
     run = load_run(run_dir, dev)
-    scorers = _scorers_of(run, run_dir, data_roots, dev, scorer, with_margin, k, n_centres,
-                          False, [scorer])
+    scorers = _scorers_of(run, run_dir, data_roots, dev, [scorer], scorer_params, False)
     index = {c: i for i, c in enumerate(run.class_list)}
     results = []
     for path in map(Path, files):
         try:
-            key = identify(path, machine_type, machine_id)
+            key = identify_clip(path, machine_type, machine_id)
             if key not in index:
-                known = ", ".join(f"{t}/id_{i}" for t, i in run.class_list)
-                raise InputError(f"{path}: the model was not trained on {key[0]}/id_{key[1]} "
+                known = ", ".join(clip_key(*c) for c in run.class_list)
+                raise InputError(f"{path}: the model was not trained on {clip_key(*key)} "
                                  f"(it knows {known})")
             wave = torch.from_numpy(load_clip(path, run.cfg.features))[None].to(dev)
         except InputError as err:
             results.append({"file": str(path), "error": str(err)})
             continue
         cls = torch.tensor([index[key]], device=dev)
-        score = float(anomaly_scores(scorers, scorer, [key],
-                                     pass_batch(run.model, wave, cls, run.cfg))[0])
-        threshold = scorers.thresholds[scorer].get(thresholds_key(*key))
+        score = float(scorers.score(scorer, [key], pass_batch(run.model, wave, cls, run.cfg))[0])
+        threshold = scorers.thresholds[scorer].get(clip_key(*key))
         results.append({"file": str(path), "machine_type": key[0], "machine_id": key[1],
                         "scorer": scorer, "score": score, "threshold": threshold,
                         "decision": None if threshold is None else int(score > threshold)})

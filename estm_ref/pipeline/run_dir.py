@@ -1,4 +1,4 @@
-"""The run folder: its file names, the checkpoint (written atomically, loaded with
+"""The run folder: every file name in it, the checkpoint (written atomically, loaded with
 weights_only=True), the run-folder guard and `load_run`.
 
 A checkpoint holds the model, optimizer and scheduler states, the RNG states, the number
@@ -9,7 +9,6 @@ continues an interrupted run to the same result and `test`/`score` rebuild the m
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 import random
@@ -29,14 +28,11 @@ log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.csv"
 CONFIG_NAME = "config.json"
-THRESHOLDS_NAME = "thresholds.json"
+EMBEDDINGS_NAME = "train_embeddings.npz"  # the training clips under the final model
+CACHE_NAME = "cache"  # decoded audio of the training clips (cache_audio)
+TEST_NAME = "test"  # `estm test`'s outputs unless --out says otherwise
 METRIC_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "clips_per_s",
                  "seconds"]
-
-
-def thresholds_key(machine_type: str, machine_id: str) -> str:
-    """The key of one (type, id) in thresholds.json, e.g. "fan/id_00"."""
-    return f"{machine_type}/id_{machine_id}"
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -100,7 +96,7 @@ def check_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
                             "pass --resume to continue it or --force to start over")
     for name in existing:
         (run_dir / name).unlink()
-    (run_dir / THRESHOLDS_NAME).unlink(missing_ok=True)
+    (run_dir / EMBEDDINGS_NAME).unlink(missing_ok=True)
 
 
 def append_metrics(path: Path, row: dict) -> None:
@@ -119,7 +115,6 @@ class Run:
     model: torch.nn.Module
     cfg: Config
     class_list: list[tuple[str, str]]
-    thresholds: dict[str, float]
     epoch: int
 
 
@@ -136,6 +131,4 @@ def load_run(run_dir: Path | str, device: torch.device) -> Run:
     if epoch < cfg.train.epochs:
         log.warning("%s holds epoch %d of %d: the run did not finish (train --resume finishes it)",
                     run_dir, epoch, cfg.train.epochs)
-    thresholds_path = run_dir / THRESHOLDS_NAME
-    thresholds = json.loads(thresholds_path.read_text()) if thresholds_path.exists() else {}
-    return Run(model, cfg, class_list, thresholds, epoch)
+    return Run(model, cfg, class_list, epoch)

@@ -1,12 +1,17 @@
 """Anomaly scores of clips from the model's outputs, fitted per (machine type, ID).
 
-`nll` is the paper's score: -log p of the clip's own class under the ArcFace head (with
-or without the margin, chosen in the scoring pass). Its value per clip comes from the
-model's logits (`own_class_nll`); the scorer passes it through and fits nothing.
+Every scorer is a small class in `SCORERS` with its parameters as dataclass fields:
+`fit(train, ids)` on training clips, `score(clips, ids)` on new ones, where `train` and
+`clips` are the model's pass (`ModelPass`: embeddings H (n, d_model), own-class -log p)
+and `ids` the (machine_type, machine_id) of each clip. A field with a `help` in its
+metadata is a command-line flag of `estm test` and `estm score`.
+
+`nll` is the paper's score: -log p of the clip's own class under the ArcFace head, with or
+without the margin. It fits nothing.
 
 The others (**ours**, the practice of DCASE 2021+ systems) keep the ID classifier for
-training but score by distance in its embedding space, the fused embedding H. Each is
-fitted per (type, ID) on that ID's training embeddings only, never on test clips:
+training but score by distance in its embedding space. Each is fitted per (type, ID) on
+that ID's training embeddings only, never on test clips:
 
 - `knn`: mean cosine distance to the k nearest training embeddings of the own ID;
 - `centres`: least cosine distance to the k-means centres of the own ID's
@@ -14,39 +19,70 @@ fitted per (type, ID) on that ID's training embeddings only, never on test clips
 - `mahalanobis`: squared Mahalanobis distance to a Gaussian fitted to the own ID's
   L2-normalised training embeddings, covariance shrunk by the Ledoit-Wolf formula.
 
-Higher = more anomalous for every scorer. Shapes: embeddings (n_clips, d_model);
-an ID key is (machine_type, machine_id), e.g. ("fan", "00").
+Higher = more anomalous for every scorer.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from estm_ref.baselines.statistics import ledoit_wolf
+from estm_ref.data import clip_key
 from estm_ref.errors import InputError
+from estm_ref.gaussian import Gaussian
+from estm_ref.pipeline.kmeans import kmeans
+from estm_ref.pipeline.model_pass import ModelPass
 
 log = logging.getLogger(__name__)
 
 IdKey = tuple[str, str]
 
-SCORERS = ("nll", "knn", "centres", "mahalanobis")
-EMBEDDING_SCORERS = SCORERS[1:]  # the ones fitted on training embeddings
+SCORERS: dict[str, type["Scorer"]] = {}  # name -> class, in registration order
 DEFAULT_SCORER = "mahalanobis"  # of `estm test` and `estm score` (README, "Scoring")
-DEFAULT_K = 5  # knn neighbours (README, "Scoring")
-DEFAULT_N_CENTRES = 4  # centres per ID (README, "Scoring")
-KMEANS_RESTARTS = 10
-KMEANS_MAX_ITER = 300
 
 
-def check_scorer(name: str) -> str:
-    """`name` if it is a scorer; else an `InputError` (a ValueError) listing them."""
+def register(name: str, summary: str):
+    """Class decorator: make a `Scorer` subclass a dataclass named `name`, known to the
+    pipeline and the command line (`summary`: one line for --help)."""
+    def add(cls: type["Scorer"]) -> type["Scorer"]:
+        cls.name, cls.summary = name, summary
+        SCORERS[name] = dataclass(cls)
+        return SCORERS[name]
+    return add
+
+
+def make_scorer(name: str, params: Mapping[str, Any] | None = None) -> "Scorer":
+    """An unfitted scorer `name` with those of `params` that are its fields; an
+    `InputError` listing the scorers for an unknown name."""
     if name not in SCORERS:
         raise InputError(f"unknown scorer {name!r}; choose one of {', '.join(SCORERS)}")
-    return name
+    cls = SCORERS[name]
+    own = {f.name for f in fields(cls) if f.init}
+    try:
+        return cls(**{k: v for k, v in (params or {}).items() if k in own})
+    except ValueError as err:
+        raise InputError(f"the {name} scorer: {err}") from err
+
+
+def parameter(default, help: str | None = None, minimum: int | None = None,
+              clips_per_id: bool = False):
+    """A scorer parameter; with `help` it is also a command-line flag, with `minimum` a
+    smaller value is refused when the scorer is made; `clips_per_id`: the value wants that
+    many training clips per ID (fewer are all used, with a warning)."""
+    metadata = {"help": help} if help else {}
+    metadata.update(minimum=minimum, clips_per_id=clips_per_id)
+    return field(default=default, metadata=metadata)
+
+
+def group_rows(ids: Sequence[IdKey]) -> dict[IdKey, np.ndarray]:
+    """{(type, id): positions of its clips}, sorted by key, positions in input order."""
+    groups: dict[IdKey, list[int]] = {}
+    for i, key in enumerate(ids):
+        groups.setdefault(tuple(key), []).append(i)
+    return {key: np.array(rows) for key, rows in sorted(groups.items())}
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
@@ -62,226 +98,151 @@ def cosine_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class FittedScorer:
-    """Per-ID statistics of one scorer, fitted on training embeddings only.
+class Scorer:
+    """The interface; subclasses register themselves with `register(name, summary)`."""
 
-    `score(id_key, embeddings, nll)` scores clips of one ID; `nll` (n_clips,) is needed
-    by the `nll` scorer only. `stats[id_key]` holds the fitted arrays.
-    """
+    name: ClassVar[str]
+    summary: ClassVar[str]  # one line for --help
 
-    name: str
-    params: dict
-    stats: dict[IdKey, dict[str, np.ndarray]] = field(default_factory=dict)
-    dim: int | None = None
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            low = f.metadata.get("minimum")
+            if low is not None and getattr(self, f.name) < low:
+                raise ValueError(f"{f.name} must be at least {low}, got {getattr(self, f.name)}")
 
-    def ids(self) -> list[IdKey]:
-        return sorted(self.stats)
+    def fit(self, train: ModelPass, ids: Sequence[IdKey]) -> "Scorer":
+        """Fit on the training clips' pass; returns self."""
+        return self
 
-    def score(self, id_key: IdKey, embeddings: np.ndarray,
-              nll: np.ndarray | None = None) -> np.ndarray:
-        """(n_clips,) float64 anomaly scores of clips of machine `id_key`."""
-        embeddings = np.asarray(embeddings, dtype=np.float64)
-        if embeddings.ndim != 2:
-            raise ValueError(f"embeddings must be (n_clips, d_model), got shape {embeddings.shape}")
-        if self.name == "nll":
-            if nll is None:
-                raise ValueError("the nll scorer needs the clips' -log p from the scoring pass")
-            nll = np.asarray(nll, dtype=np.float64)
-            if nll.shape != (len(embeddings),):
-                raise ValueError(f"nll must be ({len(embeddings)},), got shape {nll.shape}")
-            return nll.copy()
-        stats = self._stats_of(id_key)
-        if embeddings.shape[1] != self.dim:
+    def score(self, clips: ModelPass, ids: Sequence[IdKey]) -> np.ndarray:
+        """(n,) float64 scores of clips of mixed IDs, in input order."""
+        raise NotImplementedError
+
+    def training_scores(self, train: ModelPass, ids: Sequence[IdKey]) -> np.ndarray:
+        """Scores of the clips the scorer was fitted on, for decision thresholds when no
+        held-out clips exist; in-sample unless a scorer says otherwise, so they run lower
+        than those of new normal clips, as the nll of fitted clips does."""
+        return self.score(train, ids)
+
+
+@register("nll", "the paper's -log p of the own class")
+class Nll(Scorer):
+    margin: bool = parameter(True, "nll with the ArcFace margin on the own class")
+
+    def score(self, clips: ModelPass, ids: Sequence[IdKey]) -> np.ndarray:
+        if len(ids) != len(clips):
+            raise ValueError(f"{len(ids)} ID keys for {len(clips)} clips")
+        return np.asarray(clips.nll_for(self.margin), dtype=np.float64).copy()
+
+
+@dataclass
+class PerIdScorer(Scorer):
+    """A scorer fitted on each ID's training embeddings alone: subclasses give
+    `fit_id(key, x) -> state` and `score_id(state, x) -> (n,)`."""
+
+    states: dict[IdKey, Any] = field(default_factory=dict, init=False, repr=False)
+    dim: int | None = field(default=None, init=False, repr=False)
+
+    def fit(self, train: ModelPass, ids: Sequence[IdKey]) -> "PerIdScorer":
+        embeddings = _embeddings_of(train, ids)
+        groups = group_rows(ids)
+        if not groups:
+            raise ValueError(f"the {self.name} scorer needs training embeddings of at least one ID")
+        wanting = [f.name for f in fields(self) if f.metadata.get("clips_per_id")]
+        wanted = max((getattr(self, name) for name in wanting), default=0)
+        self.dim, shrunk = embeddings.shape[1], []
+        if not np.all(np.isfinite(embeddings)):
+            bad = sorted({tuple(ids[i]) for i in np.flatnonzero(~np.isfinite(embeddings).all(1))})
+            raise ValueError(f"{clip_key(*bad[0])}: training embeddings contain NaN or inf")
+        for key, rows in groups.items():
+            try:
+                self.states[key] = self.fit_id(embeddings[rows])
+            except ValueError as err:
+                raise ValueError(f"{clip_key(*key)}: {err}") from err
+            if len(rows) < wanted:
+                shrunk.append(f"{clip_key(*key)} ({len(rows)})")
+        if shrunk:
+            log.warning("%s: fewer training clips than %s = %d for %s; all of them are used",
+                        self.name, " and ".join(wanting), wanted, ", ".join(shrunk))
+        return self
+
+    def score(self, clips: ModelPass, ids: Sequence[IdKey]) -> np.ndarray:
+        embeddings = _embeddings_of(clips, ids)
+        if self.dim is not None and embeddings.shape[1] != self.dim:
             raise ValueError(f"embeddings have {embeddings.shape[1]} dimensions; the {self.name} "
                              f"scorer was fitted on {self.dim}")
-        return _SCORE[self.name](stats, embeddings)
+        out = np.empty(len(embeddings))
+        for key, rows in group_rows(ids).items():
+            out[rows] = self.score_id(self._state_of(key), embeddings[rows])
+        return out
 
-    def training_scores(self, id_key: IdKey) -> np.ndarray:
-        """Scores of the ID's own training embeddings, for decision thresholds when no
-        held-out clips exist. knn leaves each clip out of its own neighbours (else every
-        score would be 0); centres and mahalanobis score in-sample, so these scores run
-        lower than those of new normal clips, as the nll of fitted clips does."""
-        if self.name == "nll":
-            raise ValueError("the nll scorer keeps no embeddings; score the clips with the model")
-        stats = self._stats_of(id_key)
-        if self.name == "knn":
-            bank = stats["bank"]
+    def _state_of(self, key: IdKey) -> Any:
+        if key not in self.states:
+            known = ", ".join(clip_key(*k) for k in sorted(self.states)) or "none"
+            raise ValueError(f"the {self.name} scorer has no training embeddings of "
+                             f"{clip_key(*key)} (it knows {known})")
+        return self.states[key]
+
+    def fit_id(self, x: np.ndarray) -> Any:
+        raise NotImplementedError
+
+    def score_id(self, state: Any, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+def _embeddings_of(clips: ModelPass, ids: Sequence[IdKey]) -> np.ndarray:
+    x = np.asarray(clips.embeddings, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"embeddings must be (n_clips, d_model), got shape {x.shape}")
+    if len(ids) != len(x):
+        raise ValueError(f"{len(ids)} ID keys for {len(x)} embeddings")
+    return x
+
+
+@register("knn", "mean cosine distance to the k nearest training embeddings")
+class Knn(PerIdScorer):
+    k: int = parameter(5, "neighbours of the knn scorer", minimum=1, clips_per_id=True)
+
+    def fit_id(self, x: np.ndarray) -> tuple[np.ndarray, int]:
+        return normalise(x), min(self.k, len(x))
+
+    def score_id(self, state: tuple[np.ndarray, int], x: np.ndarray) -> np.ndarray:
+        bank, k = state
+        return np.partition(cosine_distances(x, bank), k - 1, axis=1)[:, :k].mean(axis=1)
+
+    def training_scores(self, train: ModelPass, ids: Sequence[IdKey]) -> np.ndarray:
+        """Each training clip leaves itself out of its own neighbours (else every score
+        would be 0)."""
+        out = np.empty(len(ids))
+        for key, rows in group_rows(ids).items():
+            bank, k = self._state_of(key)
             if len(bank) < 2:
-                raise ValueError(f"{_name(id_key)}: leave-one-out needs 2 training embeddings")
+                raise ValueError(f"{clip_key(*key)}: leave-one-out needs 2 training embeddings")
             dist = cosine_distances(bank, bank)
             np.fill_diagonal(dist, np.inf)
-            k = min(int(stats["k"]), len(bank) - 1)
-            return np.partition(dist, k - 1, axis=1)[:, :k].mean(axis=1)
-        return _SCORE[self.name](stats, stats["train"])
-
-    def _stats_of(self, id_key: IdKey) -> dict[str, np.ndarray]:
-        key = tuple(id_key)
-        if key not in self.stats:
-            known = ", ".join(_name(k) for k in self.ids()) or "none"
-            raise ValueError(f"the {self.name} scorer has no training embeddings of "
-                             f"{_name(key)} (it knows {known})")
-        return self.stats[key]
+            k = min(k, len(bank) - 1)
+            out[rows] = np.partition(dist, k - 1, axis=1)[:, :k].mean(axis=1)
+        return out
 
 
-def fit_scorer(name: str, train_embeddings_by_id: Mapping[IdKey, np.ndarray] | None = None,
-               k: int = DEFAULT_K, n_centres: int = DEFAULT_N_CENTRES,
-               seed: int = 0) -> FittedScorer:
-    """Fit scorer `name` per ID on `{(type, id): (n_train, d_model)}` training embeddings.
+@register("centres", "least cosine distance to the own ID's k-means centres")
+class Centres(PerIdScorer):
+    n_centres: int = parameter(4, "k-means centres per ID of the centres scorer", minimum=1,
+                               clips_per_id=True)
+    seed: int = parameter(0)  # the run's seed
 
-    k: neighbours of `knn`; n_centres, seed: k-means of `centres`. An ID with fewer
-    training clips than k (or n_centres) uses all of them, and the log says so.
-    `nll` fits nothing and needs no embeddings.
-    """
-    check_scorer(name)
-    params = {"knn": {"k": k}, "centres": {"n_centres": n_centres, "seed": seed}}.get(name, {})
-    fitted = FittedScorer(name, params)
-    if name == "nll":
-        return fitted
-    if k < 1 or n_centres < 1:
-        raise ValueError(f"k and n_centres must be at least 1, got k={k}, n_centres={n_centres}")
-    if not train_embeddings_by_id:
-        raise ValueError(f"the {name} scorer needs training embeddings of at least one ID")
-    wanted = {"knn": k, "centres": n_centres}.get(name, 0)
-    shrunk = []
-    for key in sorted(train_embeddings_by_id):
-        x = np.asarray(train_embeddings_by_id[key], dtype=np.float64)
-        if x.ndim != 2 or len(x) == 0:
-            raise ValueError(f"{_name(key)}: training embeddings must be a non-empty "
-                             f"(n_train, d_model) array, got shape {x.shape}")
-        if not np.all(np.isfinite(x)):
-            raise ValueError(f"{_name(key)}: training embeddings contain NaN or inf")
-        if fitted.dim is None:
-            fitted.dim = x.shape[1]
-        elif x.shape[1] != fitted.dim:
-            raise ValueError(f"{_name(key)}: {x.shape[1]} dimensions, other IDs have {fitted.dim}")
-        fitted.stats[tuple(key)] = _FIT[name](key, x, params)
-        if len(x) < wanted:
-            shrunk.append(f"{_name(key)} ({len(x)})")
-    if shrunk:
-        log.warning("%s: fewer training clips than %s = %d for %s; all of them are used",
-                    name, "k" if name == "knn" else "n_centres", wanted, ", ".join(shrunk))
-    return fitted
+    def fit_id(self, x: np.ndarray) -> np.ndarray:
+        return kmeans(normalise(x), min(self.n_centres, len(x)), self.seed)
+
+    def score_id(self, state: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return cosine_distances(x, state).min(axis=1)
 
 
-def score_clips(scorer: FittedScorer, id_keys: Sequence[IdKey], embeddings: np.ndarray,
-                nll: np.ndarray | None = None) -> np.ndarray:
-    """Scores of clips of mixed IDs, in input order: each clip scored against its own ID."""
-    embeddings = np.asarray(embeddings, dtype=np.float64)
-    if len(id_keys) != len(embeddings):
-        raise ValueError(f"{len(id_keys)} ID keys for {len(embeddings)} embeddings")
-    out = np.empty(len(id_keys))
-    groups: dict[IdKey, list[int]] = {}
-    for i, key in enumerate(id_keys):
-        groups.setdefault(tuple(key), []).append(i)
-    for key, idx in groups.items():
-        out[idx] = scorer.score(key, embeddings[idx], None if nll is None else np.asarray(nll)[idx])
-    return out
+@register("mahalanobis", "squared Mahalanobis distance to the own ID's Gaussian")
+class Mahalanobis(PerIdScorer):
 
+    def fit_id(self, x: np.ndarray) -> Gaussian:
+        return Gaussian.fit(normalise(x))
 
-def group_by_id(id_keys: Sequence[IdKey], embeddings: np.ndarray) -> dict[IdKey, np.ndarray]:
-    """{(type, id): (n, d_model)} from per-clip keys and a stacked (n_clips, d_model) array."""
-    embeddings = np.asarray(embeddings)
-    groups: dict[IdKey, list[int]] = {}
-    for i, key in enumerate(id_keys):
-        groups.setdefault(tuple(key), []).append(i)
-    return {key: embeddings[idx] for key, idx in sorted(groups.items())}
-
-
-# knn ------------------------------------------------------------------------------------
-
-def _fit_knn(key: IdKey, x: np.ndarray, params: dict) -> dict[str, np.ndarray]:
-    return {"bank": normalise(x), "k": np.array(min(params["k"], len(x))), "train": x}
-
-
-def _score_knn(stats: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    k = int(stats["k"])
-    dist = cosine_distances(x, stats["bank"])
-    return np.partition(dist, k - 1, axis=1)[:, :k].mean(axis=1)
-
-
-# centres --------------------------------------------------------------------------------
-
-def _fit_centres(key: IdKey, x: np.ndarray, params: dict) -> dict[str, np.ndarray]:
-    centres = kmeans(normalise(x), min(params["n_centres"], len(x)), params["seed"])
-    return {"centres": centres, "train": x}
-
-
-def _score_centres(stats: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    return cosine_distances(x, stats["centres"]).min(axis=1)
-
-
-def kmeans(x: np.ndarray, n_centres: int, seed: int, restarts: int = KMEANS_RESTARTS,
-           max_iter: int = KMEANS_MAX_ITER) -> np.ndarray:
-    """(n, d) -> (n_centres, d): Lloyd's k-means (squared Euclidean), k-means++ seeding,
-    the lowest-inertia of `restarts` seeded runs. An emptied cluster takes the point
-    farthest from its centre."""
-    rng = np.random.default_rng(seed)
-    best, best_inertia = None, np.inf
-    for _ in range(restarts):
-        centres = _kmeans_plus_plus(x, n_centres, rng)
-        for _ in range(max_iter):
-            dist = _sq_dist(x, centres)
-            assign = dist.argmin(axis=1)
-            new = centres.copy()
-            for c in range(n_centres):
-                members = x[assign == c]
-                if len(members):
-                    new[c] = members.mean(axis=0)
-                else:
-                    far = dist[np.arange(len(x)), assign].argmax()
-                    new[c] = x[far]
-                    assign[far] = c
-            converged = np.allclose(new, centres, rtol=0.0, atol=1e-12)
-            centres = new
-            if converged:
-                break
-        inertia = _sq_dist(x, centres).min(axis=1).sum()
-        if inertia < best_inertia:
-            best, best_inertia = centres, inertia
-    return best
-
-
-def _kmeans_plus_plus(x: np.ndarray, n_centres: int, rng: np.random.Generator) -> np.ndarray:
-    centres = [x[rng.integers(len(x))]]
-    for _ in range(1, n_centres):
-        d2 = _sq_dist(x, np.array(centres)).min(axis=1)
-        total = d2.sum()
-        if total <= 0:  # every point sits on a centre already
-            centres.append(x[rng.integers(len(x))])
-            continue
-        centres.append(x[rng.choice(len(x), p=d2 / total)])
-    return np.array(centres)
-
-
-def _sq_dist(x: np.ndarray, c: np.ndarray) -> np.ndarray:
-    return np.maximum((x * x).sum(1)[:, None] - 2 * x @ c.T + (c * c).sum(1)[None, :], 0.0)
-
-
-# mahalanobis ----------------------------------------------------------------------------
-
-def _fit_mahalanobis(key: IdKey, x: np.ndarray, params: dict) -> dict[str, np.ndarray]:
-    z = normalise(x)
-    if len(z) < 2:
-        raise ValueError(f"{_name(key)}: a covariance needs at least 2 training embeddings, "
-                         f"got {len(z)}")
-    mean = z.mean(axis=0)
-    cov, shrinkage = ledoit_wolf(z - mean)
-    try:
-        precision = np.linalg.inv(cov)
-    except np.linalg.LinAlgError as err:
-        raise ValueError(f"{_name(key)}: the training embeddings' covariance is singular "
-                         f"(all embeddings equal?)") from err
-    return {"mean": mean, "precision": precision, "shrinkage": np.array(shrinkage), "train": x}
-
-
-def _score_mahalanobis(stats: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    d = normalise(x) - stats["mean"]
-    return np.einsum("ij,jk,ik->i", d, stats["precision"], d)
-
-
-_FIT = {"knn": _fit_knn, "centres": _fit_centres, "mahalanobis": _fit_mahalanobis}
-_SCORE = {"knn": _score_knn, "centres": _score_centres, "mahalanobis": _score_mahalanobis}
-
-
-def _name(key: IdKey) -> str:
-    return f"{key[0]}/id_{key[1]}"
+    def score_id(self, state: Gaussian, x: np.ndarray) -> np.ndarray:
+        return state.score(normalise(x))

@@ -26,8 +26,7 @@ from estm_ref.data import ClipDataset, build_class_list, scan_roots, summary_tab
 from estm_ref.errors import InputError, TrainingError
 from estm_ref.model import build_model
 from estm_ref.pipeline import run_dir as rd
-from estm_ref.pipeline.augment import augment, speed_views
-from estm_ref.pipeline.scoring import fit_scorers
+from estm_ref.pipeline.augment import Augmentation, augment, build_augmentations
 from estm_ref.pipeline.training_pass import compute_training_pass, split_validation
 from estm_ref.runtime import Dist, autocast_for, init_distributed, resolve_device
 from estm_ref.scan import resolve_backend
@@ -127,7 +126,7 @@ def _load_data(s: Session, train_clips: list, cache_dir: Path | None, progress: 
         train_clips, s.cfg.train.val_fraction, s.cfg.train.seed)))
     cache = None
     if s.cfg.train.cache_audio:
-        cache = Path(cache_dir) if cache_dir is not None else s.run_dir / "cache"
+        cache = Path(cache_dir) if cache_dir is not None else s.run_dir / rd.CACHE_NAME
     for rank_turn in (True, False):  # rank 0 builds the audio cache; the others reuse it
         if s.ddp.is_main == rank_turn:
             for name, clips in splits.items():
@@ -180,7 +179,7 @@ def _save_epoch(s: Session, model, optimizer, scheduler, epoch: int, metrics: di
     rd.append_metrics(s.run_dir / rd.METRICS_NAME, metrics)
     rd.atomic_save({
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(), "scaler": {},  # bf16 autocast needs no scaler
+        "scheduler": scheduler.state_dict(),
         "rng": rd.rng_state(), "epoch": epoch + 1, "config": s.cfg.to_dict(),
         "class_list": [list(c) for c in s.class_list],
     }, s.run_dir / rd.CHECKPOINT_NAME)
@@ -215,11 +214,12 @@ def train(cfg: Config, data_roots: Sequence[Path | str], run_dir: Path | str,
     net = model if ddp.world_size == 1 else torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[dev.index] if dev.type == "cuda" else None)
     sampler, loader = _loader(s)
+    augmentations = build_augmentations(cfg.train, cfg.features, len(s.class_list))
 
     last = {}
     for epoch in range(start_epoch, cfg.train.epochs):
         sampler.set_epoch(epoch)
-        last = _train_epoch(net, loader, optimizer, cfg, dev, epoch, ddp, progress)
+        last = _train_epoch(net, loader, optimizer, augmentations, cfg, dev, epoch, ddp, progress)
         if "val" in s.datasets:
             last.update(_validate(model, s.datasets["val"], cfg, dev))
         last["lr"] = optimizer.param_groups[0]["lr"]
@@ -236,40 +236,35 @@ def train(cfg: Config, data_roots: Sequence[Path | str], run_dir: Path | str,
 
 
 def _save_training_pass(s: Session, model, progress: bool) -> None:
-    """The training clips under the final model, kept for the scorers of test and score,
-    and the paper's decision thresholds (nll, with the margin) in thresholds.json."""
+    """The training clips under the final model, kept for the scorers of test and score
+    (which fit their decision thresholds on it)."""
     training = compute_training_pass(model, s.datasets["train"], s.datasets.get("val"), s.cfg,
                                      s.device, s.class_list, progress)
     log.info("training clips' embeddings saved to %s", training.save(s.run_dir))
-    thresholds = fit_scorers(training, ["nll"]).thresholds["nll"]
-    (s.run_dir / rd.THRESHOLDS_NAME).write_text(json.dumps(thresholds, indent=2) + "\n")
 
 
-def _train_epoch(net, loader, optimizer, cfg: Config, dev: torch.device, epoch: int,
-                 ddp: Dist, progress: bool) -> dict:
+def _train_epoch(net, loader, optimizer, augmentations: list[Augmentation], cfg: Config,
+                 dev: torch.device, epoch: int, ddp: Dist, progress: bool) -> dict:
     from tqdm.auto import tqdm
 
     net.train()
     total_loss = total_correct = total_clips = 0.0
     start = time.perf_counter()
-    n_classes = getattr(net, "module", net).head.weight.shape[0] // cfg.train.speed_views
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
                disable=not (progress and ddp.is_main), unit="batch")
     for step, (wave, cls, _, _) in enumerate(bar):
         wave = wave.to(dev, non_blocking=True)
         cls = cls.to(dev, non_blocking=True)
-        wave, cls = speed_views(wave, cls, n_classes, cfg.train.speed_views,
-                                cfg.train.speed_step, cfg.train.speed_prob)
-        wave, other, lam = augment(wave, cls, cfg.features, cfg.train.mixup_alpha,
-                                   cfg.train.mask_mel_bands, cfg.train.mask_frames,
-                                   cfg.train.time_shift)
+        batch = augment(augmentations, wave, cls)
+        cls = batch.cls
         with autocast_for(cfg.train.amp, dev):
-            out = net(wave, cls)
+            out = net(batch.wave, cls)
             head = getattr(net, "module", net).head
-            other_logits = head(out.embedding, other) if lam < 1 else None
+            other_logits = head(out.embedding, batch.other) if batch.lam < 1 else None
         loss = F.cross_entropy(out.logits.float(), cls)
         if other_logits is not None:  # mixup: the second clip's class, with its weight
-            loss = lam * loss + (1.0 - lam) * F.cross_entropy(other_logits.float(), other)
+            loss = batch.lam * loss + (1.0 - batch.lam) * F.cross_entropy(other_logits.float(),
+                                                                          batch.other)
         _stop_unless_finite(loss, epoch, step, ddp)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,8 +1,8 @@
 """The training clips of a run under its final model, kept in the run folder.
 
 Training ends by passing its clips through the final model once (no augmentation) and
-saving the embeddings, the own-class -log p and the class list (`TrainingPass`,
-`train_embeddings.npz`); `estm test` and `estm score` fit their scorers on them. A run
+saving the embeddings, the own-class -log p and the class list (`TrainingPass`, in
+`run_dir.EMBEDDINGS_NAME`); `estm test` and `estm score` fit their scorers on them. A run
 folder without them (trained before they were saved) gets them computed on first use
 from its training clips (`--data-root`), with a log line.
 """
@@ -10,19 +10,65 @@ from its training clips (`--data-root`), with a log line.
 from __future__ import annotations
 
 import logging
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from estm_ref.data import ClipDataset, scan_roots
+from estm_ref.data import ClipDataset, clip_key, scan_roots
 from estm_ref.errors import InputError
-from estm_ref.pipeline.run_dir import Run
-from estm_ref.pipeline.scoring import (EMBEDDINGS_NAME, ModelPass, TrainingPass, model_digest,
-                                       pass_dataset)
+from estm_ref.pipeline.model_pass import ModelPass, model_digest, pass_dataset
+from estm_ref.pipeline.run_dir import EMBEDDINGS_NAME, Run
 
 log = logging.getLogger(__name__)
+
+IdKey = tuple[str, str]
+
+
+@dataclass
+class TrainingPass:
+    """The run's training clips under its final model (no augmentation). Held-out clips
+    (`--val-fraction`) are kept apart: scorers are fitted on the others, and decision
+    thresholds on them where an ID has at least two."""
+
+    keys: list[IdKey]  # (type, id) per clip
+    held_out: np.ndarray  # (n,) bool
+    paths: list[str]
+    result: ModelPass
+    class_list: list[IdKey]
+    digest: str  # model_digest of the weights that produced it
+
+    def part(self, held_out: bool) -> tuple[list[IdKey], ModelPass]:
+        """The keys and pass of the held-out clips (True) or of the others (False)."""
+        mask = self.held_out == held_out
+        return [k for k, m in zip(self.keys, mask) if m], self.result.subset(mask)
+
+    def save(self, run_dir: Path) -> Path:
+        path = Path(run_dir) / EMBEDDINGS_NAME
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        with open(tmp, "wb") as f:
+            np.savez(f, keys=np.array(self.keys, dtype=str).reshape(-1, 2),
+                     held_out=self.held_out, paths=np.array(self.paths, dtype=str),
+                     nll=self.result.nll, nll_no_margin=self.result.nll_no_margin,
+                     embeddings=self.result.embeddings,
+                     class_list=np.array(self.class_list, dtype=str).reshape(-1, 2),
+                     digest=np.array(self.digest))
+        os.replace(tmp, path)
+        return path
+
+    @staticmethod
+    def load(run_dir: Path) -> "TrainingPass | None":
+        path = Path(run_dir) / EMBEDDINGS_NAME
+        if not path.exists():
+            return None
+        with np.load(path, allow_pickle=False) as z:
+            return TrainingPass([tuple(k) for k in z["keys"].tolist()], z["held_out"],
+                                z["paths"].tolist(),
+                                ModelPass(z["nll"], z["nll_no_margin"], z["embeddings"]),
+                                [tuple(c) for c in z["class_list"].tolist()], str(z["digest"]))
 
 
 def split_validation(clips, fraction: float, seed: int):
@@ -81,7 +127,7 @@ def ensure_training_pass(run: Run, run_dir: Path | str, data_roots: Sequence[Pat
              if (c.machine_type, c.machine_id) in known]
     missing = known - {(c.machine_type, c.machine_id) for c in clips}
     if missing:
-        names = ", ".join(f"{t}/id_{i}" for t, i in sorted(missing))
+        names = ", ".join(clip_key(*key) for key in sorted(missing))
         raise InputError(f"no training clips of {names} under "
                          f"{', '.join(map(str, data_roots))}: the run's scorers need the "
                          "training clips of every ID it was trained on")

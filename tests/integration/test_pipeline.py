@@ -72,11 +72,11 @@ def test_run_folder_is_not_overwritten(tiny_data, tmp_path, caplog):
             "--epochs", "1", *TINY_TRAIN]
     assert main(args) == 1 and "already holds a run (metrics.csv)" in caplog.text
     assert (tmp_path / "metrics.csv").read_text() == "epoch\n1\n"
-    for name in ("checkpoint.pt", "config.json", "thresholds.json"):
+    for name in ("checkpoint.pt", "config.json", "train_embeddings.npz"):
         (tmp_path / name).write_text("x")
     ckpt_io.check_run_dir(tmp_path, resume=False, force=True)  # what --force does first
     assert not any((tmp_path / n).exists() for n in ("checkpoint.pt", "metrics.csv",
-                                                        "config.json", "thresholds.json"))
+                                                        "config.json", "train_embeddings.npz"))
 
 
 def test_resume_without_a_checkpoint_or_with_other_settings_is_bad_input(tiny_data, tmp_path,
@@ -149,13 +149,18 @@ def test_non_finite_loss_stops_with_the_epoch_and_step(tiny_data, tmp_path, monk
 
 
 def test_score_command_and_unknown_machine(tiny_data, tiny_run, capsys, caplog):
+    from estm_ref.pipeline.metrics import gamma_threshold
+
     run_dir = tiny_run
-    thresholds = json.loads((run_dir / "thresholds.json").read_text())
+    with np.load(run_dir / ckpt_io.EMBEDDINGS_NAME) as z:  # the paper's (nll) thresholds
+        keys = [tuple(k) for k in z["keys"].tolist()]
+        thresholds = {f"{t}/id_{i}": gamma_threshold(z["nll"][[k == (t, i) for k in keys]])
+                      for t, i in set(keys)}
     assert set(thresholds) == {"fan/id_00", "fan/id_01", "slider/id_00", "slider/id_01"}
     wav = sorted((tiny_data / "fan" / "test").glob("anomaly_id_01_*.wav"))[0]
     capsys.readouterr()
     assert main(["--quiet", "score", "--run", str(run_dir), "--json", "--scorer", "nll",
-                 str(wav)]) == 0  # thresholds.json holds the paper's (nll) thresholds
+                 str(wav)]) == 0
     (result,) = json.loads(capsys.readouterr().out)
     assert (result["machine_type"], result["machine_id"]) == ("fan", "01")
     assert result["threshold"] == pytest.approx(thresholds["fan/id_01"])
@@ -228,22 +233,24 @@ def test_thresholds_come_from_held_out_clips_when_there_are_enough(tiny_data, tm
                                                                    source):
     from estm_ref.data import ClipDataset, scan_roots
     from estm_ref.pipeline.run_dir import load_run
-    from estm_ref.pipeline.scoring import score_dataset
+    from estm_ref.pipeline.model_pass import pass_dataset
+    from estm_ref.pipeline.scoring import fit_scorers
+    from estm_ref.pipeline.training_pass import TrainingPass
     from estm_ref.pipeline.metrics import gamma_threshold
     from estm_ref.pipeline.train import split_validation
 
     run_dir = tmp_path / "run"
     assert main(["--quiet", "train", "--data-root", str(tiny_data), "--out", str(run_dir),
                  "--epochs", "1", "--val-fraction", str(fraction), *TINY_TRAIN]) == 0
-    written = json.loads((run_dir / "thresholds.json").read_text())
+    written = fit_scorers(TrainingPass.load(run_dir), ["nll"]).thresholds["nll"]
     run = load_run(run_dir, torch.device("cpu"))
     train, val = split_validation(scan_roots([tiny_data]).select(split="train"), fraction,
                                    run.cfg.train.seed)
     assert len(val) == (8 if source == "val" else 4)  # 2 or 1 held-out clips per ID
     clips = {"val": val, "train": train}[source]
-    scores = score_dataset(run.model, ClipDataset(clips, run.class_list, run.cfg.features,
-                                                  progress=False), run.cfg, torch.device("cpu"),
-                           progress=False).scores
+    scores = pass_dataset(run.model, ClipDataset(clips, run.class_list, run.cfg.features,
+                                                 progress=False), run.cfg, torch.device("cpu"),
+                          progress=False).nll
     expected = {}
     for clip, score in zip(clips, scores):
         expected.setdefault(f"{clip.machine_type}/id_{clip.machine_id}", []).append(score)

@@ -13,13 +13,13 @@ from sklearn.covariance import LedoitWolf
 
 from estm_ref.cli.main import main
 from estm_ref.pipeline.scorers import SCORERS
-from estm_ref.pipeline.scoring import EMBEDDINGS_NAME
+from estm_ref.pipeline.run_dir import EMBEDDINGS_NAME
 
 from conftest import TINY_DATA, TINY_IDS, TINY_TRAIN_CLIPS
 
 pytest.importorskip("soundfile", reason="the pipeline reads and writes WAV files")
 
-RUN_FILES = ("checkpoint.pt", "config.json", "thresholds.json", "metrics.csv")
+RUN_FILES = ("checkpoint.pt", "config.json", "metrics.csv")
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_unknown_scorer_or_bad_k_is_a_one_line_error(tiny_run, tiny_data, caplog
     caplog.clear()
     assert main(["--quiet", "score", "--run", str(tiny_run), "--scorer", "knn", "--k", "0",
                  str(wav)]) == 2
-    assert "k and n_centres must be at least 1" in caplog.text
+    assert "k must be at least 1" in caplog.text
 
 
 def test_a_run_without_saved_embeddings_gets_them_from_its_training_clips(tiny_run, tiny_data,

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from estm_ref.config import FeatureConfig
+from estm_ref.config import FeatureConfig, TrainConfig
 from estm_ref.model.features import hz_to_mel, mel_to_hz
-from estm_ref.pipeline.augment import augment, mask_frames, mask_mel_bands, mixup
+from estm_ref.pipeline.augment import (augment, build_augmentations, mask_frames, mask_mel_bands,
+                                       mixup)
 
 CFG = FeatureConfig(clip_samples=16000)
 
@@ -16,13 +17,33 @@ def _band_edges_hz():
     return mel_to_hz(torch.tensor(mels)).numpy()
 
 
-def test_masks_and_mixup_off_leave_the_batch_and_the_rng_alone():
+def test_the_papers_protocol_builds_no_augmentation_and_draws_nothing():
     wave = torch.randn(3, CFG.clip_samples)
     cls = torch.tensor([0, 1, 2])
     state = torch.get_rng_state()
-    out, other, lam = augment(wave, cls, CFG, 0.0, 0, 0)
-    assert out is wave and other is cls and lam == 1.0
+    assert build_augmentations(TrainConfig(), CFG, n_ids=3) == []
+    batch = augment([], wave, cls)
+    assert batch.wave is wave and batch.other is cls and batch.lam == 1.0
     assert torch.equal(torch.get_rng_state(), state)  # the paper's protocol draws nothing
+
+
+def test_augmentations_apply_in_order_as_the_functions_called_by_hand():
+    """Every augmentation on: the objects give what the functions give, called in the
+    documented order from the same generator state; the speed classes count the IDs."""
+    from estm_ref.pipeline.augment import shift_time, speed_views
+
+    train = TrainConfig(mixup_alpha=0.4, mask_mel_bands=5, mask_frames=4, time_shift=True,
+                        speed_classes=1)
+    wave, cls = torch.randn(6, CFG.clip_samples), torch.tensor([0, 1, 2, 0, 1, 2])
+    torch.manual_seed(5)
+    batch = augment(build_augmentations(train, CFG, n_ids=3), wave, cls)
+    torch.manual_seed(5)
+    w, c = speed_views(wave, cls, 3, 3, train.speed_step, train.speed_prob)
+    w = mask_frames(mask_mel_bands(shift_time(w), CFG, 5), CFG, 4)
+    w, other, lam = mixup(w, c, 0.4)
+    assert torch.equal(batch.wave, w) and torch.equal(batch.cls, c)
+    assert torch.equal(batch.other, other) and batch.lam == lam < 1.0
+    assert int(batch.cls.max()) < train.head_classes(3) and not torch.equal(c, cls)
 
 
 def test_band_mask_removes_one_block_of_mel_bands_and_keeps_the_rest():
@@ -139,8 +160,10 @@ def test_bad_speed_settings_are_refused(settings):
 def test_time_shift_rolls_each_clip_by_its_own_offset():
     torch.manual_seed(2)
     wave = torch.randn(8, 1000)
-    out, other, lam = augment(wave, torch.arange(8), CFG, 0.0, 0, 0, time_shift=True)
-    assert other.tolist() == list(range(8)) and lam == 1.0
+    batch = augment(build_augmentations(TrainConfig(time_shift=True), CFG, 8), wave,
+                    torch.arange(8))
+    out = batch.wave
+    assert batch.other.tolist() == list(range(8)) and batch.lam == 1.0
     offsets = []
     for row in range(len(wave)):
         match = [k for k in range(1000) if torch.equal(out[row], torch.roll(wave[row], -k))]
