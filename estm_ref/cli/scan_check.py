@@ -91,6 +91,7 @@ def load_callable(target: str, device: str):
         os.environ["TRITON_INTERPRET"] = "1"
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    importlib.invalidate_caches()  # a module written since the last import
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:

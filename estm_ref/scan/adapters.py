@@ -124,12 +124,12 @@ def _mamba_ssm_problem(fn: Callable, device: torch.device) -> str | None:
 
 
 def _mamba_ssm_unsupported(fn: Callable, case: ScanCase) -> str | None:
-    if case.has_initial_state and not _accepts(fn, "initial_state"):
-        return "mamba-ssm's selective_scan_fn takes no initial state"
     if case.delta_dtype not in (None, case.dtype):
         return "mamba-ssm needs delta in u's dtype"
     if case.bc_dtype not in (None, case.dtype, torch.float32):
         return "mamba-ssm needs B and C in float32 or u's dtype"
+    if case.has_initial_state and not _accepts(fn, "initial_state"):
+        return "mamba-ssm's selective_scan_fn takes no initial state"
     return None
 
 

@@ -1,7 +1,9 @@
-"""The parity harness rejects wrong scans: proof that the parity tests can fail.
+"""The parity harness and the scan check reject wrong scans: proof that they can fail.
 
 Each candidate is the reference with one deliberate bug, of the kind a kernel author
-makes. The harness must flag it, and flag the tensor the bug actually touches.
+makes. The harness must flag it, and flag the tensor the bug actually touches; the
+battery check (`estm scan-check`, `estm_ref.scan.testing`) must name the cases and
+quantities the bug breaks, and pass the cases it does not touch.
 """
 
 import pytest
@@ -9,6 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from estm_ref.scan import selective_scan_ref
+from estm_ref.scan.battery import select
+from estm_ref.scan.check import FAIL, check_scan
 from estm_ref.scan.parity import ScanCase, assert_parity, check_case
 
 CASE = ScanCase(2, 6, 12, 4, groups=2)
@@ -61,6 +65,28 @@ class _SoftplusWithoutDerivative(torch.autograd.Function):
 
 def drop_D(**kw):
     return selective_scan_ref(**{**kw, "D": None})
+
+
+def D_sign_flipped(D=None, **kw):
+    return selective_scan_ref(**kw, D=None if D is None else -D)
+
+
+def softplus_twice(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, **kw):
+    if delta_softplus:  # the caller's softplus, then the scan's own
+        x = delta.float() + (0 if delta_bias is None else delta_bias[None, :, None])
+        delta, delta_bias = F.softplus(x, threshold=20.0), None
+    return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, **kw)
+
+
+def dB_dropped_for_groups(u, delta, A, B, C, **kw):
+    """A backward that forgets dB when B comes in groups (batch, G, N, L) with G > 1."""
+    if B.dim() == 4 and B.shape[1] > 1:
+        B = B.detach()
+    return selective_scan_ref(u, delta, A, B, C, **kw)
+
+
+def initial_state_ignored(initial_state=None, **kw):
+    return selective_scan_ref(**kw)
 
 
 def softplus_grad_dropped(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -133,3 +159,40 @@ def test_harness_accepts_the_reference_itself():
         report = assert_parity(selective_scan_ref, case, DEVICE)
         assert {r.name for r in report.rows} == {
             "y", "last_state", "du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias", "dinitial_state"}
+
+
+# candidate -> (failures that must be reported as (case, quantity), a case it must pass or None)
+BATTERY_BITES = {
+    D_sign_flipped: ({("D-only", "y"), ("D-only", "dD"), ("D-only", "du")}, "z-only"),
+    softplus_twice: ({("estm-time-path", "y"), ("softplus-above-threshold", "ddelta")}, "D-only"),
+    last_state_one_step_early: ({("L40-shared", "last_state"), ("L40-shared", "du")}, None),
+    dB_dropped_for_groups: ({("groups-L-prime", "dB"), ("N-large", "dB"), ("bf16-groups", "dB")},
+                            "noncontiguous"),
+    initial_state_ignored: ({("initial-state-only", "y"), ("initial-state-only", "last_state"),
+                             ("initial-state-only", "dinitial_state")}, "N-odd"),
+}
+
+
+@pytest.mark.parametrize("candidate", list(BATTERY_BITES), ids=[c.__name__ for c in BATTERY_BITES])
+def test_battery_check_names_the_broken_cases(candidate):
+    must_fail, must_pass = BATTERY_BITES[candidate]
+    result = check_scan(candidate, select(quick=True), DEVICE)
+    failed = {(r.case, r.quantity) for r in result.failed}
+    assert not result.ok
+    assert must_fail <= failed, f"missing from the failures: {must_fail - failed}\n{result.table()}"
+    assert not any(case == must_pass for case, _ in failed), result.table()
+    first = result.failed[0]
+    assert result.verdict().startswith("FAIL") and f"{first.case} {first.quantity}" in result.verdict()
+
+
+def test_battery_check_skips_nothing_on_a_plain_failure():
+    """A wrong scan is FAIL, never SKIP: only NotImplementedError or an adapter declares a case unsupported."""
+    result = check_scan(D_sign_flipped, select(patterns=["D-only"]), DEVICE)
+    assert {r.status for r in result.rows} == {"PASS", FAIL}
+
+
+def test_groups_bug_passes_every_shared_case():
+    """The bug sits only where G > 1: the check must not blame shared B/C."""
+    result = check_scan(dB_dropped_for_groups, select(quick=True), DEVICE)
+    grouped = {bc.name for bc in select(quick=True) if bc.case.groups > 1}
+    assert {r.case for r in result.failed} == grouped
