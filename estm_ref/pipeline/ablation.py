@@ -10,6 +10,7 @@ from pathlib import Path
 from estm_ref.config import FEATURE_NAMES, PATH_NAMES, Config, with_overrides
 from estm_ref.pipeline.demo import generate_demo_data
 from estm_ref.pipeline.evaluate import test_run
+from estm_ref.pipeline.run_dir import CACHE_NAME
 from estm_ref.pipeline.train import train
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def run_ablation(out: Path, data_roots: list[Path] | None, base: Config, device:
             run_dir = out / f"{paths}-{features}"
             log.info("ablation: paths=%s features=%s -> %s", paths, features, run_dir)
             train(cfg, data_roots, run_dir, device=device, force=True, progress=progress,
-                  cache_dir=out / "cache")
+                  cache_dir=out / CACHE_NAME)
             result = test_run(run_dir, data_roots, device=device, plots=False, progress=progress)
             results[(paths, features)] = (result["average"].auc, result["average"].pauc)
     return results

@@ -24,6 +24,7 @@ from estm_ref.config import PRESETS, Config, with_overrides
 from estm_ref.data import scan_roots
 from estm_ref.pipeline.evaluate import format_scorer_table, summarise_rows, test_run
 from estm_ref.pipeline.plots import require_matplotlib
+from estm_ref.pipeline.run_dir import CACHE_NAME
 from estm_ref.pipeline.train import train
 from estm_ref.synth.generate import GENERATOR_VERSION, generate
 
@@ -84,7 +85,7 @@ def run_demo(out: Path, tiny: bool = False, overrides: dict | None = None, devic
     generate_demo_data(data_dir, tiny, seed, progress, jobs)
     cfg = with_overrides(demo_config(tiny), overrides or {})
     train(cfg, [data_dir], run_dir, device=device, force=True, progress=progress,
-          cache_dir=out / "cache")
+          cache_dir=out / CACHE_NAME)
     result = test_run(run_dir, [data_dir], device=device, per_id=False, progress=progress)
     ae_cfg = replace(AutoencoderConfig(), epochs=TINY_AE_EPOCHS if tiny else DEMO_AE_EPOCHS,
                      seed=seed)
