@@ -207,3 +207,19 @@ def test_machine_type_folder_given_as_root_gets_a_hint(two_roots, caplog):
         index = scan_roots([two_roots[0] / "fan"])
     assert index.clips == [] and len(index.unmatched) == 8
     assert "looks like a machine-type folder" in caplog.text
+
+
+def test_a_single_file_is_identified_as_the_index_parses_it(tmp_path):
+    """`identify_clip` (estm score's files) reads the same type and ID as `parse_clip_path`
+    (the index) for every DCASE name, and names the pair as the thresholds do."""
+    from estm_ref.data import clip_key, identify_clip
+
+    for name in ("normal_id_04_00000012.wav", "anomaly_id_00_7.wav", "id_06_00000001.wav"):
+        path = tmp_path / "ToyCar" / "test" / name
+        parsed = parse_clip_path(path, "ToyCar", "test")
+        assert identify_clip(path) == (parsed.machine_type, parsed.machine_id) == \
+            ("ToyCar", name.split("id_")[1][:2])
+    assert identify_clip(tmp_path / "x.wav", "fan", "03") == ("fan", "03")
+    assert clip_key("fan", "03") == "fan/id_03"
+    with pytest.raises(InputError, match="no id_XX in the file name"):
+        identify_clip(tmp_path / "fan" / "test" / "clip.wav")
