@@ -138,7 +138,8 @@ class Nll(Scorer):
 @dataclass
 class PerIdScorer(Scorer):
     """A scorer fitted on each ID's training embeddings alone: subclasses give
-    `fit_id(key, x) -> state` and `score_id(state, x) -> (n,)`."""
+    `fit_id(x) -> state` for one ID's (n_train, d_model) embeddings and
+    `score_id(state, x) -> (n,)`."""
 
     states: dict[IdKey, Any] = field(default_factory=dict, init=False, repr=False)
     dim: int | None = field(default=None, init=False, repr=False)
@@ -150,7 +151,7 @@ class PerIdScorer(Scorer):
             raise ValueError(f"the {self.name} scorer needs training embeddings of at least one ID")
         wanting = [f.name for f in fields(self) if f.metadata.get("clips_per_id")]
         wanted = max((getattr(self, name) for name in wanting), default=0)
-        self.dim, shrunk = embeddings.shape[1], []
+        self.states, self.dim, shrunk = {}, embeddings.shape[1], []
         if not np.all(np.isfinite(embeddings)):
             bad = sorted({tuple(ids[i]) for i in np.flatnonzero(~np.isfinite(embeddings).all(1))})
             raise ValueError(f"{clip_key(*bad[0])}: training embeddings contain NaN or inf")
