@@ -228,35 +228,37 @@ def test_ablation_grid_trains_and_tests_every_variant(tiny_data, tmp_path, capsy
             assert (tmp_path / f"{paths}-{features}" / "test" / "results.csv").exists()
 
 
-@pytest.mark.parametrize("fraction, source", [(0.5, "val"), (0.25, "train")])
-def test_thresholds_come_from_held_out_clips_when_there_are_enough(tiny_data, tmp_path, fraction,
-                                                                   source):
-    from estm_ref.data import ClipDataset, scan_roots
-    from estm_ref.pipeline.run_dir import load_run
-    from estm_ref.pipeline.model_pass import pass_dataset
-    from estm_ref.pipeline.scoring import fit_scorers
-    from estm_ref.pipeline.training_pass import TrainingPass
-    from estm_ref.pipeline.metrics import gamma_threshold
-    from estm_ref.pipeline.train import split_validation
+@pytest.mark.parametrize("fraction, held_per_id", [(0.5, 2), (0.25, 1)])
+def test_thresholds_come_from_held_out_clips_when_there_are_enough(tiny_data, tmp_path, capsys,
+                                                                   fraction, held_per_id):
+    """The decision threshold of an ID is the 90th percentile of a gamma fitted to the nll
+    scores of its held-out clips where it has two or more, else of its training clips:
+    recomputed here with scipy on the scores training wrote, against what `estm score`
+    reports."""
+    import scipy.stats
 
     run_dir = tmp_path / "run"
     assert main(["--quiet", "train", "--data-root", str(tiny_data), "--out", str(run_dir),
                  "--epochs", "1", "--val-fraction", str(fraction), *TINY_TRAIN]) == 0
-    written = fit_scorers(TrainingPass.load(run_dir), ["nll"]).thresholds["nll"]
-    run = load_run(run_dir, torch.device("cpu"))
-    train, val = split_validation(scan_roots([tiny_data]).select(split="train"), fraction,
-                                   run.cfg.train.seed)
-    assert len(val) == (8 if source == "val" else 4)  # 2 or 1 held-out clips per ID
-    clips = {"val": val, "train": train}[source]
-    scores = pass_dataset(run.model, ClipDataset(clips, run.class_list, run.cfg.features,
-                                                 progress=False), run.cfg, torch.device("cpu"),
-                          progress=False).nll
-    expected = {}
-    for clip, score in zip(clips, scores):
-        expected.setdefault(f"{clip.machine_type}/id_{clip.machine_id}", []).append(score)
-    assert written.keys() == expected.keys()
-    for key, values in expected.items():
-        assert written[key] == pytest.approx(gamma_threshold(values), rel=1e-9), key
+    with np.load(run_dir / ckpt_io.EMBEDDINGS_NAME) as z:
+        keys = [tuple(k) for k in z["keys"].tolist()]
+        held_out, nll, paths = z["held_out"], z["nll"], z["paths"].tolist()
+    assert all("/train/" in p for p in paths)
+    by_id = {}
+    for key, held, score in zip(keys, held_out, nll):
+        by_id.setdefault(key, {True: [], False: []})[bool(held)].append(score)
+    assert sorted(len(s[True]) for s in by_id.values()) == [held_per_id] * len(by_id)
+    capsys.readouterr()
+    assert main(["--quiet", "score", "--run", str(run_dir), "--json", "--scorer", "nll",
+                 *paths]) == 0
+    results = json.loads(capsys.readouterr().out)
+    # the saved scores are those `estm score` gives the same files (batches of 8 vs 16)
+    np.testing.assert_allclose([r["score"] for r in results], nll, rtol=1e-4, atol=1e-6)
+    for key, scores in by_id.items():
+        fit_on = scores[True] if held_per_id >= 2 else scores[False]
+        expected = scipy.stats.gamma.ppf(0.9, *scipy.stats.gamma.fit(fit_on))
+        reported = [r["threshold"] for r, k in zip(results, keys) if k == key]
+        assert reported == pytest.approx([expected] * len(reported), rel=1e-9), key
     with open(run_dir / "metrics.csv") as f:
         assert float(next(csv.DictReader(f))["val_loss"]) > 0
 
