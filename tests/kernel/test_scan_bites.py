@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from estm_ref.scan import selective_scan_ref
+from estm_ref.scan import properties, selective_scan_ref
 from estm_ref.scan.battery import select
 from estm_ref.scan.check import FAIL, check_scan
 from estm_ref.scan.parity import ScanCase, assert_parity, check_case
@@ -67,8 +67,8 @@ def drop_D(**kw):
     return selective_scan_ref(**{**kw, "D": None})
 
 
-def D_sign_flipped(D=None, **kw):
-    return selective_scan_ref(**kw, D=None if D is None else -D)
+def D_sign_flipped(u, delta, A, B, C, D=None, **kw):
+    return selective_scan_ref(u, delta, A, B, C, None if D is None else -D, **kw)
 
 
 def softplus_twice(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, **kw):
@@ -85,8 +85,9 @@ def dB_dropped_for_groups(u, delta, A, B, C, **kw):
     return selective_scan_ref(u, delta, A, B, C, **kw)
 
 
-def initial_state_ignored(initial_state=None, **kw):
-    return selective_scan_ref(**kw)
+def initial_state_ignored(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                          return_last_state=False, initial_state=None):
+    return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
 
 
 def softplus_grad_dropped(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -196,3 +197,13 @@ def test_groups_bug_passes_every_shared_case():
     result = check_scan(dB_dropped_for_groups, select(quick=True), DEVICE)
     grouped = {bc.name for bc in select(quick=True) if bc.case.groups > 1}
     assert {r.case for r in result.failed} == grouped
+
+
+@pytest.mark.parametrize("candidate, prop, message", [
+    (initial_state_ignored, lambda scan, case: properties.two_pieces_equal_one(scan, case, 5), "split at 5"),
+    (D_sign_flipped, properties.D_and_z_act_pointwise, "y with D and z"),
+    (softplus_twice, properties.negative_A_forgets, "y"),
+], ids=["initial-state-ignored-two-pieces", "D-sign-D-and-z", "softplus-twice-forgetting"])
+def test_properties_reject_a_wrong_scan(candidate, prop, message):
+    with pytest.raises(AssertionError, match=message):
+        prop(candidate, CASE)

@@ -20,11 +20,12 @@ from estm_ref.scan import selective_scan_ref
 from estm_ref.scan.adapters import ADAPTERS
 from estm_ref.scan.battery import BATTERY, QUICK, TINY, select
 from estm_ref.scan.check import PASS, SKIP, check_scan
-from estm_ref.scan.testing import scan_tests
+from estm_ref.scan.testing import scan_property_tests, scan_tests
 from triton_kernels.selective_scan import LaunchOptions, selective_scan_fn
 
-# the reference through the pytest factory: one test per quick case
+# the reference through the pytest factories: one test per quick case, one per property
 test_reference_passes_the_quick_battery = scan_tests(selective_scan_ref)
+test_reference_has_the_properties = scan_property_tests(selective_scan_ref, max_examples=4)
 
 
 def test_the_battery_covers_what_a_scan_gets_wrong():
@@ -143,7 +144,7 @@ def test_user_module_outside_the_project_from_the_command_line_and_pytest(tmp_pa
     assert {row["quantity"] for row in report["rows"]} >= {"y", "last_state", "dB", "dinitial_state"}
 
     (tmp_path / "test_user_scan.py").write_text(textwrap.dedent("""\
-        from estm_ref.scan.testing import scan_tests
+        from estm_ref.scan.testing import scan_property_tests, scan_tests
         from user_scan import my_scan
         test_my_scan = scan_tests(my_scan)
         """))
