@@ -1,7 +1,8 @@
 """The selective scan as two registered PyTorch operators, so that torch.compile sees through it.
 
     torch.ops.estm_ref.selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, initial_state,
-                                          delta_softplus) -> (y, last_state, tile_states)
+                                          delta_softplus, save_tile_states)
+        -> (y, last_state, tile_states)
     torch.ops.estm_ref.selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, initial_state,
                                           tile_states, dy, dlast_state, delta_softplus)
         -> (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state)
@@ -15,7 +16,8 @@ produce the same tile_states, and the backward differentiates the reference. Eac
 a fake (meta) implementation, and the pair is tied together by `register_autograd`.
 
 tile_states (batch, dim, ceil(L / BLOCK_L), N) float32 is the state before each tile:
-what the kernel's backward restarts from. Gradients of absent optional inputs come back
+what the kernel's backward restarts from; without save_tile_states (no input needs a
+gradient) it is an empty tensor and nothing is written. Gradients of absent optional inputs come back
 as empty tensors from the backward op (operators cannot return None) and as None from
 autograd.
 """
@@ -56,13 +58,18 @@ def tile_length(u: Tensor, B: Tensor) -> int:
 
 def _fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
          z: Tensor | None, delta_bias: Tensor | None, initial_state: Tensor | None,
-         delta_softplus: bool) -> tuple[Tensor, Tensor, Tensor]:
+         delta_softplus: bool, save_tile_states: bool) -> tuple[Tensor, Tensor, Tensor]:
     # the body is what torch.compile traces, for every device: a per-device kernel would
     # not be used there, so the device is chosen here
     if u.device.type != "cuda":
-        return _fwd_cpu(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus)
-    y, last_state, tile_states = kernels.scan_forward(
-        u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, True, wrap=_wrap())
+        y, last_state, tile_states = _fwd_cpu(u, delta, A, B, C, D, z, delta_bias, initial_state,
+                                              delta_softplus)
+    else:
+        y, last_state, tile_states = kernels.scan_forward(
+            u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, save_tile_states,
+            wrap=_wrap())
+    if not save_tile_states:
+        tile_states = u.new_empty(0, dtype=torch.float32)
     return y, last_state, tile_states
 
 
@@ -85,11 +92,12 @@ selective_scan_fwd = _define("selective_scan_fwd", _fwd)
 
 
 @selective_scan_fwd.register_fake
-def _fwd_fake(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus):
+def _fwd_fake(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, save_tile_states):
     batch, dim, _ = u.shape
     N = A.shape[1]
+    tiles = (batch, dim, triton.cdiv(u.shape[2], tile_length(u, B)), N) if save_tile_states else (0,)
     return (torch.empty_like(u), u.new_empty(batch, dim, N, dtype=torch.float32),
-            u.new_empty(batch, dim, triton.cdiv(u.shape[2], tile_length(u, B)), N, dtype=torch.float32))
+            u.new_empty(tiles, dtype=torch.float32))
 
 
 # ----------------------------------------------------------------------------- backward
@@ -176,7 +184,7 @@ def _bwd_fake(u, delta, A, B, C, D, z, delta_bias, initial_state, tile_states, d
 
 
 def _setup_context(ctx, inputs, output):
-    u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus = inputs
+    u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, _ = inputs
     ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, initial_state, output[2])
     ctx.delta_softplus = delta_softplus
     ctx.present = [t is not None for t in (D, z, delta_bias, initial_state)]
@@ -192,7 +200,7 @@ def _backward(ctx, dy, dlast_state, _dtile_states):
     for i, present in zip((5, 6, 7, 8), ctx.present):
         if not present:
             grads[i] = None
-    return (*grads, None)
+    return (*grads, None, None)
 
 
 selective_scan_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -206,5 +214,6 @@ def selective_scan_op(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_
     if G == 0:
         B, C = B.unsqueeze(1), C.unsqueeze(1)
     args = [None if t is None else t.contiguous() for t in (u, delta, A, B, C, D, z, delta_bias, initial_state)]
-    y, last_state, _ = selective_scan_fwd(*args, bool(delta_softplus))
+    save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args)
+    y, last_state, _ = selective_scan_fwd(*args, bool(delta_softplus), save)
     return (y, last_state) if return_last_state else y

@@ -26,12 +26,14 @@ def _op_args(case):
     return [x[k] for k in NAMES]
 
 
+@pytest.mark.slow  # opcheck traces the operators in every mode it knows: about a minute
 @pytest.mark.parametrize("case", [ScanCase(1, 4, 6, 3, groups=2), ScanCase(2, 3, 5, 2, **NONE)],
                          ids=["everything", "nothing-optional"])
 def test_opcheck(case):
     args = _op_args(case)
-    torch.library.opcheck(selective_scan_fwd, (*args, case.delta_softplus))
-    y, last_state, tile_states = selective_scan_fwd(*args, case.delta_softplus)
+    torch.library.opcheck(selective_scan_fwd, (*args, case.delta_softplus, False))
+    torch.library.opcheck(selective_scan_fwd, (*args, case.delta_softplus, True))
+    y, last_state, tile_states = selective_scan_fwd(*args, case.delta_softplus, True)
     torch.library.opcheck(selective_scan_bwd, (*args, tile_states, torch.randn_like(y),
                                                torch.randn_like(last_state), case.delta_softplus))
 

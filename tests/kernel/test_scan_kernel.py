@@ -1,0 +1,112 @@
+"""What the kernel's design relies on: associative combines, shapes around the tile
+length, no tile states at inference, and a bounded dB / dC workspace.
+
+Under the interpreter `tl.associative_scan` is a sequential left fold, so only the
+associativity test below proves what a GPU's tree scan needs of the combine function.
+"""
+
+import functools
+
+import pytest
+import torch
+import triton
+import triton.language as tl
+
+from conftest import KERNEL_DEVICE
+from estm_ref.scan.parity import ScanCase, assert_parity, make_inputs
+from triton_kernels import selective_scan as ss
+from triton_kernels.scan_fwd import _affine_combine
+from triton_kernels.selective_scan import LaunchOptions, ScanConfig, selective_scan_fn
+
+
+@triton.jit
+def _three_way(x, left, right, BLOCK: tl.constexpr):
+    """Rows of x: a1, b1, a2, b2, a3, b3; left = (1 . 2) . 3, right = 1 . (2 . 3)."""
+    o = tl.arange(0, BLOCK)
+    a1, b1 = tl.load(x + o), tl.load(x + BLOCK + o)
+    a2, b2 = tl.load(x + 2 * BLOCK + o), tl.load(x + 3 * BLOCK + o)
+    a3, b3 = tl.load(x + 4 * BLOCK + o), tl.load(x + 5 * BLOCK + o)
+    a12, b12 = _affine_combine(a1, b1, a2, b2)
+    la, lb = _affine_combine(a12, b12, a3, b3)
+    a23, b23 = _affine_combine(a2, b2, a3, b3)
+    ra, rb = _affine_combine(a1, b1, a23, b23)
+    tl.store(left + o, la)
+    tl.store(left + BLOCK + o, lb)
+    tl.store(right + o, ra)
+    tl.store(right + BLOCK + o, rb)
+
+
+def test_affine_combine_is_associative():
+    """Random float32 pairs with a in (0, 1] (decays, as exp of dt A < 0) and any b."""
+    block = 1024
+    g = torch.Generator().manual_seed(0)
+    rows = [torch.rand(block, generator=g) if i % 2 == 0 else torch.randn(block, generator=g) * 10
+            for i in range(6)]
+    x = torch.stack(rows).to(KERNEL_DEVICE)
+    left, right = torch.empty(2, block, device=KERNEL_DEVICE), torch.empty(2, block, device=KERNEL_DEVICE)
+    _three_way[(1,)](x, left, right, BLOCK=block)
+    torch.testing.assert_close(left, right, rtol=1e-6, atol=1e-5)
+    a1, b1, a2, b2, a3, b3 = (r.to(KERNEL_DEVICE) for r in rows)  # and it is the composition
+    torch.testing.assert_close(left[0], a1 * a2 * a3, rtol=1e-6, atol=0.0)
+    torch.testing.assert_close(left[1], (b1 * a2 + b2) * a3 + b3, rtol=1e-6, atol=1e-5)
+
+
+def kernel(config=None):
+    return functools.partial(selective_scan_fn, options=LaunchOptions(config=config, poison=True))
+
+
+# (case, config): N around powers of two and up to the largest; L around the tile length
+# (64 at N 16) and past 32 tiles; the chosen configuration unless given
+SHAPES = {
+    "N3": (ScanCase(1, 3, 10, 3), None),
+    "N17": (ScanCase(1, 2, 9, 17, groups=1), None),
+    "N64": (ScanCase(1, 2, 33, 64, groups=2), None),
+    "N256": (ScanCase(1, 1, 20, 256, has_z=False), None),
+    "L63": (ScanCase(1, 2, 63, 4), ScanConfig(2, 64)),
+    "L64": (ScanCase(1, 2, 64, 4), ScanConfig(2, 64)),
+    "L65": (ScanCase(1, 2, 65, 4, groups=1), ScanConfig(2, 64)),
+    "L2049": (ScanCase(1, 1, 2049, 2, has_z=False), None),
+}
+
+
+@pytest.mark.parametrize("case, config", list(SHAPES.values()), ids=list(SHAPES))
+def test_parity_around_the_tile_length_and_state_width(case, config):
+    assert_parity(kernel(config), case, KERNEL_DEVICE)
+
+
+def _spy(monkeypatch, name):
+    """Record the launch plans that `ss.<name>` returns."""
+    plans, plan = [], getattr(ss, name)
+
+    def recording(*args, **kwargs):
+        out = plan(*args, **kwargs)
+        plans.append(out)
+        return out
+
+    monkeypatch.setattr(ss, name, recording)
+    return plans
+
+
+def test_a_forward_without_grad_writes_no_tile_states(monkeypatch):
+    plans = _spy(monkeypatch, "fwd_launch")
+    x = make_inputs(ScanCase(1, 4, 40, 4), KERNEL_DEVICE)
+    with torch.no_grad():
+        selective_scan_fn(**x, delta_softplus=True)
+    selective_scan_fn(**x, delta_softplus=True)  # no input requires grad either
+    assert [set(p.outputs) for p in plans] == [{"y", "last_state"}] * 2
+    assert all(p.meta["STORE_TILE_STATES"] is False for p in plans)
+    leaf = {**x, "u": x["u"].clone().requires_grad_()}
+    selective_scan_fn(**leaf, delta_softplus=True)
+    assert "tile_states" in plans[-1].outputs
+
+
+def test_db_dc_workspace_is_bounded_whatever_dim(monkeypatch):
+    """32 channel blocks of one channel each: the partial sums of dB and dC stay at most
+    MAX_SLICES times B's size, and the gradients still match the reference."""
+    plans = _spy(monkeypatch, "bwd_launches")
+    case = ScanCase(1, 32, 9, 2, groups=1, has_z=False, has_initial_state=False)
+    assert_parity(kernel(ScanConfig(1, 16)), case, KERNEL_DEVICE)
+    (_, tiles), = plans
+    size_of_B = case.batch * 1 * case.N * case.L
+    for name in ("dB_part", "dC_part"):
+        assert tiles.outputs[name].numel() <= ss.MAX_SLICES * size_of_B, name
