@@ -128,6 +128,7 @@ def test_elementwise_check_holds_small_gradient_entries_to_the_floor():
     assert elementwise_mismatch(wrong_large, want, GRAD_RTOL, GRAD_FLOOR) is not None
 
 
+@pytest.mark.slow  # four small models trained for ten steps each
 def test_loss_curve_check_tells_a_broken_scan_from_rounding(monkeypatch):
     """The bf16 training comparison on CPU with a tiny model: rounding-sized noise on every
     scan output passes; a scan without its D term, or 3% off, fails."""
