@@ -22,6 +22,7 @@ import sys
 import time
 
 import torch
+from tqdm import tqdm
 
 from estm_ref.errors import InputError
 from estm_ref.scan.adapters import ADAPTERS
@@ -36,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the callable's signature: native (this project's, default), mamba-ssm "
                              "(selective_scan_fn) or mambapy (pscan)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default cpu)")
-    parser.add_argument("--quick", action="store_true", help="the small cases only (seconds on a CPU)")
+    parser.add_argument("--quick", action="store_true", help="the quick subset: the small cases, one large N, long L (seconds on a CPU)")
     parser.add_argument("--cases", metavar="PATTERNS",
                         help=f"comma-separated names or shell patterns of cases; the battery: {', '.join(BATTERY)}")
     parser.add_argument("--json", metavar="FILE", help="also write the rows and the verdict to FILE as JSON")
@@ -62,8 +63,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"scan-check: {args.target}: {problem}")
 
     start = time.perf_counter()
-    result = check_scan(adapter.wrap(fn), cases, args.device,
-                        unsupported=lambda bc: adapter.unsupported(fn, bc.case))
+    with tqdm(total=len(cases), unit="case", disable=args.quiet or not sys.stderr.isatty()) as bar:
+        result = check_scan(adapter.wrap(fn), cases, args.device,
+                            unsupported=lambda bc: adapter.unsupported(fn, bc.case),
+                            progress=lambda bc: (bar.set_description(bc.name), bar.update()))
     seconds = time.perf_counter() - start
     print(f"estm scan-check {args.target} --adapter {args.adapter} --device {args.device}"
           f"{' --quick' if args.quick else ''}{' --cases ' + args.cases if args.cases else ''}")
