@@ -63,6 +63,20 @@ def test_mambapy_pscan_passes_through_its_adapter():
     assert {r.status for r in result.rows} == {PASS}
 
 
+def test_mambapy_adapter_with_a_sequential_pscan():
+    """The adapter's own part (discretisation, groups, initial state, C and D, z) around the
+    plainest pscan there is, so the adapter is checked where mambapy is not installed."""
+    def sequential_pscan(a_bar, x):  # (batch, L, dim, N), h[t] = a_bar[t] h[t-1] + x[t]
+        h, out = torch.zeros_like(x[:, 0]), []
+        for t in range(x.shape[1]):
+            h = a_bar[:, t] * h + x[:, t]
+            out.append(h)
+        return torch.stack(out, dim=1)
+
+    result = check_scan(ADAPTERS["mambapy"].wrap(sequential_pscan), select(patterns=TINY))
+    assert result.ok, result.table()
+
+
 def mamba_ssm_stand_in(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                        return_last_state=False):
     """mamba-ssm's selective_scan_fn signature and dtype rules, computed by the reference."""
