@@ -131,7 +131,11 @@ def check_one(scan: Callable, bc: BatteryCase, device: torch.device, seed: int =
 
 
 def _determinism(scan, bc: BatteryCase, inputs, grads, first: dict) -> CheckRow:
-    second = run_scan(scan, bc.case, inputs, grads)
+    try:
+        second = run_scan(scan, bc.case, inputs, grads)
+    except Exception as err:  # noqa: BLE001  (as in check_one: the scan's failure, reported)
+        return CheckRow(bc.name, "determinism", FAIL, note=f"second run raised {type(err).__name__}: "
+                                                           f"{_one_line(err)}")
     differ = [k for k, v in first.items()
               if v is not None and (second.get(k) is None or not torch.equal(v, second[k]))]
     return CheckRow(bc.name, "determinism", FAIL if differ else PASS,

@@ -192,6 +192,20 @@ def test_battery_check_skips_nothing_on_a_plain_failure():
     assert {r.status for r in result.rows} == {"PASS", FAIL}
 
 
+def test_determinism_catches_a_scan_that_changes_between_runs():
+    calls = []
+
+    def drifting(**kw):  # the second call differs in the last bit of dB, as an atomic add might
+        calls.append(1)
+        B = kw["B"]
+        if len(calls) > 1:
+            B = _ScaleGrad.apply(B, 1 + 2**-20)
+        return selective_scan_ref(**{**kw, "B": B})
+
+    result = check_scan(drifting, select(patterns=["estm-time-path"]), DEVICE)
+    assert [(r.quantity, r.note) for r in result.failed] == [("determinism", "two runs differ in dB")]
+
+
 def test_groups_bug_passes_every_shared_case():
     """The bug sits only where G > 1: the check must not blame shared B/C."""
     result = check_scan(dB_dropped_for_groups, select(quick=True), DEVICE)
