@@ -58,12 +58,12 @@ class ScanConfig:
 
 
 # A program holds BLOCK_D x BLOCK_N x BLOCK_L float32 elements per live tile (the scan's
-# pairs, the states, the adjoint): TILE_ELEMENTS at 4 warps is 32 per thread, which keeps
+# pairs, the states, the adjoint): TILE_ELEMENTS at 4 warps is 16 per thread, which keeps
 # the backward, the heaviest kernel, without spills (bench/scan_static.py). Tiles are as
 # long as that allows up to MAX_BLOCK_L steps (fewer tile states, fewer carries) and at
 # least MIN_BLOCK_L; the channel block takes the rest, and narrows further while the
 # forward's programs would not give every multiprocessor PROGRAMS_PER_SM of them.
-TILE_ELEMENTS = 4096
+TILE_ELEMENTS = 2048
 MIN_BLOCK_L, MAX_BLOCK_L = 16, 64
 PROGRAMS_PER_SM = 2
 MAX_SLICES = 4  # the backward's dB, dC partial sums: at most this many times B and C

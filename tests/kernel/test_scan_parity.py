@@ -153,7 +153,7 @@ def test_only_tile_boundary_states_are_saved():
 def test_configuration_fits_the_shape(dim_per_group, L, N):
     config = ss.choose_config(dim_per_group, L, N)
     assert config.block_n >= N and config.block_n & (config.block_n - 1) == 0
-    assert config.block_d * config.block_n * config.block_l <= ss.TILE_ELEMENTS
+    assert config.block_d * config.block_n * config.block_l <= max(ss.TILE_ELEMENTS, ss.MIN_BLOCK_L * config.block_n)
     assert config.block_d <= max(1, 2 * dim_per_group - 1)  # no block wider than the group needs
     assert ss.MIN_BLOCK_L <= config.block_l <= ss.MAX_BLOCK_L
     if L <= 32 and N <= 16:  # ESTM's sequences (13 and 17 tokens) are one tile
