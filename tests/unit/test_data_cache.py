@@ -35,7 +35,7 @@ def test_cache_is_reused_without_decoding(tmp_path, monkeypatch):
 
     monkeypatch.setattr(data_cache, "load_clip", no_decoding)
     monkeypatch.setattr(data_audio, "load_clip", no_decoding)
-    monkeypatch.setattr(data_audio.sf, "info", no_decoding)
+    monkeypatch.setattr(data_audio.soundfile(), "info", no_decoding)
     again = ClipDataset(clips, classes, CFG, cache_dir=tmp_path / "c", progress=False)
     assert again.clips == first.clips and cache_files(tmp_path / "c") == files
     for i in range(len(again)):
