@@ -133,7 +133,10 @@ def plans(shape: Shape, dtype: torch.dtype):
              A=torch.empty(d, N, **m), B=torch.empty(b, 1, N, L, dtype=dtype, **m),
              C=torch.empty(b, 1, N, L, dtype=dtype, **m), D=torch.empty(d, **m),
              z=torch.empty(b, d, L, dtype=dtype, **m), delta_bias=torch.empty(d, **m))
-    config = ss.choose_config(d, L, N, b, 132) if hasattr(ss, "MAX_SLICES") else ss.choose_config(d, L, N)
+    if hasattr(ss, "MAX_SLICES"):  # a kernel whose blocks also depend on the GPU's multiprocessors
+        config = ss.choose_config(d, L, N, b, 132)
+    else:
+        config = ss.choose_config(d, L, N)
     options = ss.LaunchOptions(config)
     infer = ss.fwd_launch(**x, initial_state=None, delta_softplus=True, store_tile_states=False,
                           options=options)
@@ -141,9 +144,9 @@ def plans(shape: Shape, dtype: torch.dtype):
                           options=options)
     bwd_args = dict(**x, tile_states=train.outputs["tile_states"], dy=torch.empty_like(x["u"]),
                     dlast_state=None, delta_softplus=True, use_initial_state=False, options=options)
-    if hasattr(ss, "bwd_launches"):
+    if hasattr(ss, "bwd_launches"):  # a backward in several launches
         backward = list(ss.bwd_launches(**bwd_args))
-    else:  # the single-launch backward of earlier versions
+    else:
         backward = [ss.bwd_launch(**bwd_args)]
     partials = sum(t.nbytes for launch in backward for name, t in launch.outputs.items()
                    if name.endswith("_part"))
@@ -203,13 +206,14 @@ def measure(per_trip: str = "dnl") -> list[dict]:
     return rows, triton.__version__
 
 
-def write(rows: list[dict], version: str, out: Path, label: str) -> list[Path]:
+def write(rows: list[dict], version: str, out: Path, label: str, trip: str) -> list[Path]:
     from bench.common import markdown_table
 
     out.mkdir(parents=True, exist_ok=True)
     stem = "scan-static" + (f"-{label}" if label else "")
     stamp = (f"triton {version}, torch {torch.__version__}, compiled without a GPU; command: "
-             f"python bench/scan_static.py{' --label ' + label if label else ''}")
+             f"python bench/scan_static.py{' --label ' + label if label else ''}"
+             f"{' --trip ' + trip if trip != 'dl' else ''}")
     csv_path, md_path = out / f"{stem}.csv", out / f"{stem}.md"
     lines = [f"# {stamp}", ",".join(COLUMNS)] + [",".join(str(r[c]) for c in COLUMNS) for r in rows]
     csv_path.write_text("\n".join(lines) + "\n")
@@ -227,7 +231,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     p.add_argument("--label", default="", help="suffix of the result files (e.g. the kernel version)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON, write nothing")
-    p.add_argument("--trip", choices=("dnl", "dl"), default="dnl",
+    p.add_argument("--trip", choices=("dnl", "dl"), default="dl",
                    help="elements one trip of the loop handles: BLOCK_D x BLOCK_N x BLOCK_L (all "
                         "states at once), or BLOCK_D x BLOCK_L (a kernel that loops over the states)")
     args = p.parse_args(argv)
@@ -235,7 +239,7 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(rows))
         return 0
-    for path in write(rows, version, args.out, args.label):
+    for path in write(rows, version, args.out, args.label, args.trip):
         print(f"wrote {path}")
     return 1 if any(r["spill_bytes"] for r in rows) else 0
 

@@ -1,30 +1,28 @@
-"""Selective scan, forward kernel: every state of a channel block scanned at once per tile.
+"""Selective scan, forward kernel: tiles of the sequence scanned in parallel.
 
 The math is that of `estm_ref.scan.selective_scan_ref` (read its docstring first). One
-program owns one batch element and BLOCK_D channels of one group of B/C and walks the
+program owns one batch element and BLOCK_D channels of one group of B/C; it walks the
 sequence in tiles of BLOCK_L steps. Per tile it loads u, delta, z as (BLOCK_D, BLOCK_L)
-tiles and B, C as (BLOCK_N, BLOCK_L) tiles (contiguous along L), and builds the pairs
+tiles (contiguous along L) and, for each state index n, the rows B[n], C[n] of the tile
+(shared by the channel block). The recurrence h[t] = a[t] h[t-1] + b[t] with
+a = exp(dt A[:, n]) and b = dt u B[n] is a composition of affine maps, so the tile's
+states come from one `tl.associative_scan` of the pairs (a, b) along L, with the combine
+(a1, b1) . (a2, b2) = (a1 a2, b1 a2 + b2), applied to the state carried in from the
+previous tile. Steps past L get the identity pair (1, 0), so the tile's last column is
+the state after its last real step.
 
-    a = exp2(dt * A log2(e)),   b = dt u B            (BLOCK_D, BLOCK_N, BLOCK_L)
+The state of the channel block is a (BLOCK_D, BLOCK_N) float32 register tensor; the loop
+over n is a runtime loop that reads and writes its column n through `tl.where`, which
+keeps the register count independent of N (an unrolled loop over n spilled).
 
-of the recurrence h[t] = a[t] h[t-1] + b[t] for all N states of all BLOCK_D channels. A
-composition of affine maps is affine, so one `tl.associative_scan` along L with the
-combine (a1, b1) . (a2, b2) = (a1 a2, b1 a2 + b2) gives every state of the tile from the
-state carried in: h = A_t h0 + B_t. y is then summed over N inside the program. A is
-scaled by log2(e) once per program, so each element costs one `exp2`. Steps past L get
-dt = 0 and u = 0, the identity pair (1, 0), so the tile's last column is the state after
-its last real step.
-
-The helpers here (`_softplus`, `_affine_combine`, `_channel_block`, `_dt_tile`, `_bc_tile`) are
-shared with the backward kernels in `scan_bwd.py`.
+These helpers (`_softplus`, `_channel_block`, `_affine_combine`) are shared with the
+backward kernel in `scan_bwd.py`.
 """
 
 from __future__ import annotations
 
 import triton
 import triton.language as tl
-
-LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x log2(e))
 
 
 @triton.jit
@@ -35,31 +33,30 @@ def _softplus(x):
 
 @triton.jit
 def _affine_combine(a1, b1, a2, b2):
-    # h -> a2 (a1 h + b1) + b2: step 1 then step 2. A reverse scan passes (later, earlier),
-    # and g[t] = x[t] + a_next[t] g[t+1] composes the same way, so it serves both directions.
+    # h -> a2 (a1 h + b1) + b2: step 1 then step 2
     return a1 * a2, b1 * a2 + b2
 
 
 @triton.jit
-def _channel_block(i_d, dim, n_groups, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, N):
-    """Channels o_d (BLOCK_D,) of channel block i_d of group i_g, their mask m_d, the state
-    index o_n (BLOCK_N,) and the (BLOCK_D, BLOCK_N) mask m_dn. int64: batch * dim * L
-    overflows int32 at realistic sizes."""
+def _channel_block(dim, n_groups, BLOCK_D: tl.constexpr):
+    """This program's batch element i_b, group i_g, channels o_d (BLOCK_D,) and mask m_d.
+
+    All int64: batch * dim * L overflows int32 at realistic sizes.
+    """
+    i_d = tl.program_id(0).to(tl.int64)
+    i_b = tl.program_id(1).to(tl.int64)
     i_g = tl.program_id(2).to(tl.int64)
     dim_per_group = dim // n_groups
     o_dg = i_d * BLOCK_D + tl.arange(0, BLOCK_D)
     m_d = o_dg < dim_per_group
     o_d = i_g * dim_per_group + o_dg
-    o_n = tl.arange(0, BLOCK_N)
-    m_dn = m_d[:, None] & (o_n < N)[None, :]
-    return o_d, m_d, o_n, m_dn
+    return i_d, i_b, i_g, o_d, m_d
 
 
 @triton.jit
-def _dt_tile(delta, o_dl, m_dl, m_l, b_delta_bias, HAS_DELTA_BIAS: tl.constexpr,
+def _dt_tile(delta, o_dl, m_dl, b_delta_bias, HAS_DELTA_BIAS: tl.constexpr,
              DELTA_SOFTPLUS: tl.constexpr):
-    """(x, dt) of one tile, float32 (BLOCK_D, BLOCK_L): x = delta + delta_bias before the
-    softplus, dt after it, with dt = 0 where m_l is false (past L)."""
+    """(x, dt): delta + delta_bias before and after the softplus, (BLOCK_D, BLOCK_L) float32."""
     b_x = tl.load(delta + o_dl, mask=m_dl, other=0.0).to(tl.float32)
     if HAS_DELTA_BIAS:
         b_x += b_delta_bias[:, None]
@@ -67,14 +64,20 @@ def _dt_tile(delta, o_dl, m_dl, m_l, b_delta_bias, HAS_DELTA_BIAS: tl.constexpr,
         b_dt = _softplus(b_x)
     else:
         b_dt = b_x
-    return b_x, tl.where(m_l[None, :], b_dt, 0.0)  # softplus(delta_bias) is not 0 past L
+    return b_x, b_dt
 
 
 @triton.jit
-def _bc_tile(B, o_bcn, m_n, o_t, m_l):
-    """Rows of B (or C) for one tile: (BLOCK_N, BLOCK_L) float32, 0 past N and L."""
-    return tl.load(B + o_bcn[:, None] + o_t[None, :], mask=m_n[:, None] & m_l[None, :],
-                   other=0.0).to(tl.float32)
+def _state_pairs(A, B, C, o_d, m_d, o_bc, o_t, m_l, L, N, n, b_dt, b_dtu):
+    """Column n of the tile: A[:, n] (BLOCK_D,), B[n], C[n] (BLOCK_L,) and the scan pairs
+    a = exp(dt A[:, n]), b = dt u B[n] (BLOCK_D, BLOCK_L), with the identity pair (1, 0) past L
+    (softplus(delta_bias) is not 0 there)."""
+    b_A = tl.load(A + o_d * N + n, mask=m_d, other=0.0).to(tl.float32)
+    b_B = tl.load(B + o_bc + n * L + o_t, mask=m_l, other=0.0).to(tl.float32)
+    b_C = tl.load(C + o_bc + n * L + o_t, mask=m_l, other=0.0).to(tl.float32)
+    b_a = tl.where(m_l[None, :], tl.exp(b_dt * b_A[:, None]), 1.0)
+    b_b = tl.where(m_l[None, :], b_dtu * b_B[None, :], 0.0)
+    return b_A, b_B, b_C, b_a, b_b
 
 
 @triton.jit
@@ -92,20 +95,16 @@ def _selective_scan_fwd_kernel(
     u, delta, z, y: (batch, dim, L); A: (dim, N); B, C: (batch, n_groups, N, L);
     D, delta_bias: (dim,); initial_state, last_state: (batch, dim, N) float32;
     tile_states: (batch, dim, n_tiles, N) float32, the state before steps 0, BLOCK_L, ...
-    (written only when STORE_TILE_STATES: a backward will follow).
     """
-    i_d = tl.program_id(0).to(tl.int64)
-    i_b = tl.program_id(1).to(tl.int64)
-    i_g = tl.program_id(2).to(tl.int64)
-    o_d, m_d, o_n, m_dn = _channel_block(i_d, dim, n_groups, BLOCK_D, BLOCK_N, N)
-    m_n = o_n < N
+    i_d, i_b, i_g, o_d, m_d = _channel_block(dim, n_groups, BLOCK_D)
+    o_n = tl.arange(0, BLOCK_N)
     o_l = tl.arange(0, BLOCK_L)
+    m_dn = m_d[:, None] & (o_n < N)[None, :]
     o_seq = (i_b * dim + o_d) * L  # (BLOCK_D,) offsets of t = 0 in (batch, dim, L)
-    o_bcn = ((i_b * n_groups + i_g) * N + o_n) * L  # (BLOCK_N,) offsets of B[b, g, n, 0]
+    o_bc = (i_b * n_groups + i_g) * N * L  # offset of B[b, g, 0, 0]
     o_state = (i_b * dim + o_d)[:, None] * N + o_n[None, :]
     o_tile = ((i_b * dim + o_d) * n_tiles)[:, None] * N + o_n[None, :]
 
-    b_A2 = tl.load(A + o_d[:, None] * N + o_n[None, :], mask=m_dn, other=0.0).to(tl.float32) * LOG2E
     if HAS_D:
         b_D = tl.load(D + o_d, mask=m_d, other=0.0).to(tl.float32)
     b_delta_bias = tl.zeros([BLOCK_D], dtype=tl.float32)
@@ -115,25 +114,28 @@ def _selective_scan_fwd_kernel(
         b_h = tl.load(initial_state + o_state, mask=m_dn, other=0.0).to(tl.float32)
     else:
         b_h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
-    m_end = (o_l == BLOCK_L - 1)[None, None, :]
 
     for c in range(n_tiles):
         if STORE_TILE_STATES:
             tl.store(tile_states + o_tile + c * N, b_h, mask=m_dn)
         o_t = c * BLOCK_L + o_l
         m_l = o_t < L
-        o_dl = o_seq[:, None] + o_t[None, :]
         m_dl = m_d[:, None] & m_l[None, :]
+        o_dl = o_seq[:, None] + o_t[None, :]
         b_u = tl.load(u + o_dl, mask=m_dl, other=0.0).to(tl.float32)
-        _, b_dt = _dt_tile(delta, o_dl, m_dl, m_l, b_delta_bias, HAS_DELTA_BIAS, DELTA_SOFTPLUS)
-        b_B = _bc_tile(B, o_bcn, m_n, o_t, m_l)
-        b_C = _bc_tile(C, o_bcn, m_n, o_t, m_l)
-        b_a = tl.exp2(b_dt[:, None, :] * b_A2[:, :, None])
-        b_b = (b_dt * b_u)[:, None, :] * b_B[None, :, :]
-        b_aa, b_bb = tl.associative_scan((b_a, b_b), 2, _affine_combine)
-        b_hs = b_aa * b_h[:, :, None] + b_bb  # (BLOCK_D, BLOCK_N, BLOCK_L)
-        b_y = tl.sum(b_hs * b_C[None, :, :], axis=1)
-        b_h = tl.sum(tl.where(m_end, b_hs, 0.0), axis=2)
+        b_x, b_dt = _dt_tile(delta, o_dl, m_dl, b_delta_bias, HAS_DELTA_BIAS, DELTA_SOFTPLUS)
+        b_dtu = b_dt * b_u
+        b_y = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)
+        for n in range(N):
+            _, b_B, b_C, b_a, b_b = _state_pairs(A, B, C, o_d, m_d, o_bc, o_t, m_l, L, N, n,
+                                                 b_dt, b_dtu)
+            b_aa, b_bb = tl.associative_scan((b_a, b_b), 1, _affine_combine)
+            m_col = o_n[None, :] == n
+            b_h0 = tl.sum(tl.where(m_col, b_h, 0.0), axis=1)
+            b_hs = b_aa * b_h0[:, None] + b_bb  # (BLOCK_D, BLOCK_L) states of the tile
+            b_y += b_hs * b_C[None, :]
+            b_h_end = tl.sum(tl.where(o_l[None, :] == BLOCK_L - 1, b_hs, 0.0), axis=1)
+            b_h = tl.where(m_col, b_h_end[:, None], b_h)
         if HAS_D:
             b_y += b_D[:, None] * b_u
         if HAS_Z:

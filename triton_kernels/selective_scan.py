@@ -2,19 +2,17 @@
 
 The math, argument shapes and semantics are those of `estm_ref.scan.selective_scan_ref`;
 read its docstring first. The kernels live in `scan_fwd.py` (forward: tiles of the
-sequence, one associative scan over all states of a channel block) and `scan_bwd.py`
-(backward: the adjoint's carry at every tile boundary, then all tiles in parallel). This
-file reads top to bottom: the launch configuration, the launch plans (checks, grid,
+sequence, one associative scan per state index) and `scan_bwd.py` (backward: tiles in
+reverse, recomputed in registers, reverse associative scan for the adjoint). This file
+reads top to bottom: the pinned launch configurations, the launch plans (checks, grid,
 buffers), the forward and backward as functions of tensors, the `torch.autograd.Function`
 and the public `selective_scan_fn`.
 
-Memory. A forward that a backward will follow saves the state at each tile boundary,
-tile_states (batch, dim, ceil(L / BLOCK_L), N) float32; one without (inference) saves
-nothing. The backward adds the adjoint's carries, g_carry, of the same size, and writes dB,
-dC as at most MAX_SLICES partial sums of B's size, whatever dim; dA, dD, d(delta_bias)
-come as one partial sum per tile. Nothing of size (batch, dim, L, N) exists in either
-direction. All partial sums are plain stores reduced here in a fixed order: no atomics,
-gradients are bit-identical run to run.
+Memory. The forward saves only the state at each tile boundary, tile_states
+(batch, dim, ceil(L / BLOCK_L), N) float32; nothing of size (batch, dim, L, N) exists in
+either direction. The backward writes dB, dC as one partial sum per channel block
+(n_dblocks, batch, G, N, L) and dA, dD, d(delta_bias) per batch element, all plain stores
+reduced here in a fixed order: no atomics, gradients are bit-identical run to run.
 
 Launch knobs are explicit: `selective_scan_fn(..., options=LaunchOptions(...))`.
 """
@@ -29,7 +27,7 @@ import triton
 from triton.runtime.interpreter import InterpretedFunction
 
 from triton_kernels.scan_args import check_scan_args
-from triton_kernels.scan_bwd import _selective_scan_bwd_carry_kernel, _selective_scan_bwd_tile_kernel
+from triton_kernels.scan_bwd import _selective_scan_bwd_kernel
 from triton_kernels.scan_fwd import _selective_scan_fwd_kernel
 
 # True when TRITON_INTERPRET=1 was set before the kernels were defined: they then run
@@ -57,30 +55,32 @@ class ScanConfig:
                 raise ValueError(f"{name} must be a power of two, got {value}")
 
 
-# A program holds BLOCK_D x BLOCK_N x BLOCK_L float32 elements per live tile (the scan's
-# pairs, the states, the adjoint): TILE_ELEMENTS at 4 warps is 16 per thread, which keeps
-# the backward, the heaviest kernel, without spills (bench/scan_static.py). Tiles are as
-# long as that allows up to MAX_BLOCK_L steps (fewer tile states, fewer carries) and at
-# least MIN_BLOCK_L; the channel block takes the rest, and narrows further while the
-# forward's programs would not give every multiprocessor PROGRAMS_PER_SM of them.
-TILE_ELEMENTS = 2048
-MIN_BLOCK_L, MAX_BLOCK_L = 16, 64
-PROGRAMS_PER_SM = 2
-MAX_SLICES = 4  # the backward's dB, dC partial sums: at most this many times B and C
+# The pinned set (no autotuning): (config, longest L, largest N it is chosen for). Each was
+# compiled for sm_80 and sm_90 in float32 and bfloat16 without a register spill
+# (bench/scan_registers.py; record in bench/results/scan-registers.md); BLOCK_N is fixed
+# per class of N so that the compiled variants are exactly these. The channel block is as
+# wide as registers allow: the backward's dB, dC partial sums are one (batch, G, N, L)
+# slab per channel block, so BLOCK_D sets the bytes they add (bench/scan_cost.py). As N
+# grows the block narrows, since the carried state and the dA accumulator are
+# BLOCK_D x BLOCK_N registers.
+UNBOUNDED = 1 << 62
+CONFIGS: tuple[tuple[ScanConfig, int, int], ...] = (
+    (ScanConfig(32, 32, 4, 16), UNBOUNDED, 16),  # Mamba's d_state; ESTM's 13 and 17 tokens are one tile
+    (ScanConfig(16, 32, 4, 64), UNBOUNDED, 64),
+    (ScanConfig(2, 64, 4, 256), UNBOUNDED, 256),
+)
 
 
-def choose_config(dim_per_group: int, L: int, N: int, programs_per_block: int = 1,
-                  sm_count: int | None = None) -> ScanConfig:
-    """The configuration for a shape. programs_per_block: batch x groups (the programs one
-    channel block gives); sm_count: the device's multiprocessors (None: do not narrow)."""
-    block_n = max(2, triton.next_power_of_2(N))
-    block_l = min(MAX_BLOCK_L, max(MIN_BLOCK_L, triton.next_power_of_2(L)),
-                  max(MIN_BLOCK_L, TILE_ELEMENTS // block_n))
-    block_d = max(1, min(TILE_ELEMENTS // (block_n * block_l), triton.next_power_of_2(dim_per_group)))
-    if sm_count:
-        while block_d > 1 and triton.cdiv(dim_per_group, block_d) * programs_per_block < PROGRAMS_PER_SM * sm_count:
-            block_d //= 2
-    return ScanConfig(block_d, block_l, 4, block_n)
+def choose_config(dim_per_group: int, L: int, N: int) -> ScanConfig:
+    """The pinned configuration for a shape.
+
+    Under the interpreter, which pays per element, BLOCK_D shrinks to the group's channel
+    count; compiled kernels use the pinned configuration as it is.
+    """
+    config = next(c for c, max_L, max_N in CONFIGS if L <= max_L and N <= max_N)
+    if INTERPRETED:
+        config = replace(config, block_d=min(config.block_d, triton.next_power_of_2(dim_per_group)))
+    return config
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ class KernelLaunch:
     def __call__(self, wrap=None) -> None:
         """Launch; `wrap` (e.g. torch.library.wrap_triton) wraps the kernel first."""
         kernel = wrap(self.kernel) if wrap is not None else self.kernel
-        device = self.args["delta"].device
+        device = self.args["u"].device
         # Triton launches on the current CUDA device, which need not be the tensors' one
         with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
             kernel[self.grid](**self.args, **self.meta, num_warps=self.num_warps)
@@ -140,17 +140,13 @@ def _flags(D, z, delta_bias, delta_softplus) -> dict[str, bool]:
                 DELTA_SOFTPLUS=bool(delta_softplus))
 
 
-def _sm_count(device: torch.device) -> int | None:
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else None
-
-
 def _geometry(u, B, options: LaunchOptions):
     """(batch, dim, L, N, G, config, grid, n_tiles) of a launch; B is (batch, G, N, L)."""
     batch, dim, L = u.shape
     n_groups, N = B.shape[1], B.shape[2]
-    config = options.config or choose_config(dim // n_groups, L, N, batch * n_groups, _sm_count(u.device))
+    config = options.config or choose_config(dim // n_groups, L, N)
     if config.block_n is None:
-        config = replace(config, block_n=max(2, triton.next_power_of_2(N)))
+        config = replace(config, block_n=triton.next_power_of_2(N))
     if config.block_n < N:
         raise ValueError(f"A: d_state N={N} exceeds the configuration's block_n={config.block_n}")
     grid = (triton.cdiv(dim // n_groups, config.block_d), batch, n_groups)
@@ -185,58 +181,40 @@ def fwd_launch(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplu
         num_warps=config.num_warps, outputs=outputs)
 
 
-def bwd_launches(u, delta, A, B, C, D, z, delta_bias, tile_states, dy, dlast_state,
-                 delta_softplus, use_initial_state, options: LaunchOptions = DEFAULT_OPTIONS
-                 ) -> tuple[KernelLaunch, KernelLaunch]:
-    """Plan the backward's two launches (carries, then tiles); the configuration must be
-    the forward's (tile_states' tiles).
+def bwd_launch(u, delta, A, B, C, D, z, delta_bias, tile_states, dy, dlast_state,
+               delta_softplus, use_initial_state, options: LaunchOptions = DEFAULT_OPTIONS) -> KernelLaunch:
+    """Plan the backward; the configuration must be the forward's (tile_states' tiles).
 
-    outputs of the first: g_carry (batch, dim, n_tiles, N) float32 and dinitial_state;
-    of the second: du, ddelta, dz (when z is given) and the float32 partial sums dA_part,
-    dB_part, dC_part, dD_part, ddelta_bias_part (see the kernels).
+    outputs: du, ddelta, dz (when z is given) and the float32 partial sums dA_part,
+    dB_part, dC_part, dD_part, ddelta_bias_part and dinitial_state (see the kernel).
     """
     batch, dim, L, N, n_groups, config, grid, n_tiles = _geometry(u, B, options)
     if tile_states.shape[2] != n_tiles:
         raise ValueError(f"tile_states has {tile_states.shape[2]} tiles but BLOCK_L="
                          f"{config.block_l} needs {n_tiles}: use the forward's configuration")
     dev, poison, f32 = u.device, options.poison, torch.float32
-    n_slices = min(MAX_SLICES, grid[0])
-    blocks_per_slice = triton.cdiv(grid[0], n_slices)
-    carry = {"g_carry": _alloc((batch, dim, n_tiles, N), f32, dev, poison),
-             "dinitial_state": _alloc((batch, dim, N), f32, dev, poison) if use_initial_state else None}
     out = {
         "du": _alloc((batch, dim, L), u.dtype, dev, poison),
         "ddelta": _alloc((batch, dim, L), delta.dtype, dev, poison),
         "dz": _alloc((batch, dim, L), z.dtype, dev, poison) if z is not None else None,
-        "dA_part": _alloc((n_tiles, batch, dim, N), f32, dev, poison),
-        "dB_part": _alloc((n_slices, batch, n_groups, N, L), f32, dev, poison),
-        "dC_part": _alloc((n_slices, batch, n_groups, N, L), f32, dev, poison),
-        "dD_part": _alloc((n_tiles, batch, dim), f32, dev, poison) if D is not None else None,
-        "ddelta_bias_part": _alloc((n_tiles, batch, dim), f32, dev, poison) if delta_bias is not None else None,
+        "dA_part": _alloc((batch, dim, N), f32, dev, poison),
+        "dB_part": _alloc((grid[0], batch, n_groups, N, L), f32, dev, poison),
+        "dC_part": _alloc((grid[0], batch, n_groups, N, L), f32, dev, poison),
+        "dD_part": _alloc((batch, dim), f32, dev, poison) if D is not None else None,
+        "ddelta_bias_part": _alloc((batch, dim), f32, dev, poison) if delta_bias is not None else None,
+        "dinitial_state": _alloc((batch, dim, N), f32, dev, poison) if use_initial_state else None,
     }
-    blocks = dict(BLOCK_D=config.block_d, BLOCK_L=config.block_l, BLOCK_N=config.block_n)
-    flags = _flags(D, z, delta_bias, delta_softplus)
-    first = KernelLaunch(
-        kernel=_selective_scan_bwd_carry_kernel, grid=grid,
-        args=dict(delta=delta, A=A, C=C, z=_or(z, u), delta_bias=_or(delta_bias, u), dy=dy,
-                  dlast_state=_or(dlast_state, u), g_carry=carry["g_carry"],
-                  dinitial_state=_or(carry["dinitial_state"], carry["g_carry"]),
-                  dim=dim, L=L, N=N, n_groups=n_groups, n_tiles=n_tiles),
-        meta=dict(**blocks, HAS_Z=flags["HAS_Z"], HAS_DELTA_BIAS=flags["HAS_DELTA_BIAS"],
-                  DELTA_SOFTPLUS=flags["DELTA_SOFTPLUS"], USE_INITIAL_STATE=bool(use_initial_state),
-                  HAS_DLAST_STATE=dlast_state is not None),
-        num_warps=config.num_warps, outputs={k: v for k, v in carry.items() if v is not None})
     dummy = out["du"]  # stands in for absent tensors; their constexpr switch keeps it untouched
-    second = KernelLaunch(
-        kernel=_selective_scan_bwd_tile_kernel, grid=(n_tiles * n_slices, batch, n_groups),
+    return KernelLaunch(
+        kernel=_selective_scan_bwd_kernel, grid=grid,
         args=dict(u=u, delta=delta, A=A, B=B, C=C, D=_or(D, u), z=_or(z, u),
-                  delta_bias=_or(delta_bias, u), tile_states=tile_states, g_carry=carry["g_carry"],
-                  dy=dy, **{k: _or(v, dummy) for k, v in out.items()},
-                  batch=batch, dim=dim, L=L, N=N, n_groups=n_groups, n_tiles=n_tiles,
-                  blocks_per_slice=blocks_per_slice),
-        meta=dict(**blocks, **flags),
+                  delta_bias=_or(delta_bias, u), tile_states=tile_states, dy=dy,
+                  dlast_state=_or(dlast_state, u), **{k: _or(v, dummy) for k, v in out.items()},
+                  batch=batch, dim=dim, L=L, N=N, n_groups=n_groups, n_tiles=n_tiles),
+        meta=dict(BLOCK_D=config.block_d, BLOCK_L=config.block_l,
+                  BLOCK_N=config.block_n, **_flags(D, z, delta_bias, delta_softplus),
+                  USE_INITIAL_STATE=bool(use_initial_state), HAS_DLAST_STATE=dlast_state is not None),
         num_warps=config.num_warps, outputs={k: v for k, v in out.items() if v is not None})
-    return first, second
 
 
 # ----------------------------------------------------------------------------- tensors in, tensors out
@@ -256,16 +234,14 @@ def scan_backward(u, delta, A, B, C, D, z, delta_bias, tile_states, dy, dlast_st
                   wrap=None):
     """Gradients (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state), None where
     the input is absent; the partial sums are reduced in a fixed order (deterministic)."""
-    first, second = bwd_launches(u, delta, A, B, C, D, z, delta_bias, tile_states, dy, dlast_state,
-                                 delta_softplus, use_initial_state, options)
-    first(wrap)
-    second(wrap)
-    g = second.outputs
-    dD = g["dD_part"].sum((0, 1)) if D is not None else None
-    ddelta_bias = g["ddelta_bias_part"].sum((0, 1)) if delta_bias is not None else None
-    return (g["du"], g["ddelta"], g["dA_part"].sum((0, 1)), g["dB_part"].sum(0).to(B.dtype),
-            g["dC_part"].sum(0).to(C.dtype), dD, g.get("dz"), ddelta_bias,
-            first.outputs.get("dinitial_state"))
+    launch = bwd_launch(u, delta, A, B, C, D, z, delta_bias, tile_states, dy, dlast_state,
+                        delta_softplus, use_initial_state, options)
+    launch(wrap)
+    g = launch.outputs
+    dD = g["dD_part"].sum(0) if D is not None else None
+    ddelta_bias = g["ddelta_bias_part"].sum(0) if delta_bias is not None else None
+    return (g["du"], g["ddelta"], g["dA_part"].sum(0), g["dB_part"].sum(0).to(B.dtype),
+            g["dC_part"].sum(0).to(C.dtype), dD, g.get("dz"), ddelta_bias, g.get("dinitial_state"))
 
 
 # ----------------------------------------------------------------------------- autograd
@@ -346,5 +322,5 @@ def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_
     return (y, last_state) if return_last_state else y
 
 
-__all__ = ["INTERPRETED", "MAX_SLICES", "LaunchOptions", "ScanConfig", "choose_config", "scan_backward",
+__all__ = ["CONFIGS", "INTERPRETED", "LaunchOptions", "ScanConfig", "choose_config", "scan_backward",
            "scan_forward", "selective_scan_fn"]

@@ -43,16 +43,16 @@ def compiled(tmp_path_factory):
 @pytest.mark.slow
 def test_every_kernel_compiles_for_sm80_and_sm90(compiled):
     kernels = {(r["kernel"], r["arch"]) for r in compiled}
-    for kernel in ("fwd", "fwd (saving tile states)", "bwd_carry", "bwd_tile"):
+    for kernel in ("fwd", "fwd (saving tile states)", "bwd"):
         for arch in ("sm_80", "sm_90"):
             assert (kernel, arch) in kernels
     assert all(0 < r["registers"] <= 255 for r in compiled)
 
 
 @pytest.mark.slow
-def test_no_spills_up_to_d_state_64(compiled):
-    """N 256 spills in the backward's tile kernel (the record says how much); below it nothing may."""
-    spilled = [r for r in compiled if r["spill_bytes"] and r["N"] <= 64]
+def test_no_spills_in_bfloat16(compiled):
+    """The training dtype spills nothing; float32 spill bytes, if any, are in the record."""
+    spilled = [r for r in compiled if r["spill_bytes"] and r["dtype"] == "bf16"]
     assert not spilled, "register spills: " + "; ".join(
         f"{r['kernel']} {r['arch']} N{r['N']} {r['dtype']}: {r['spill_bytes']} B" for r in spilled)
 

@@ -10,6 +10,8 @@ tiles and ragged channel blocks into short sequences.
 import functools
 import math
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -127,13 +129,12 @@ def test_poison_flag_prefills_outputs_with_nan():
     opts = LaunchOptions(ScanConfig(2, 4), poison=True)
     fwd = ss.fwd_launch(**x, delta_softplus=True, store_tile_states=True, options=opts)
     dy = torch.ones_like(x["u"])
-    carry, tiles = ss.bwd_launches(**{k: x[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")},
-                                   tile_states=fwd.outputs["tile_states"], dy=dy, dlast_state=None,
-                                   delta_softplus=True, use_initial_state=True, options=opts)
-    assert set(carry.outputs) == {"g_carry", "dinitial_state"}
-    assert set(tiles.outputs) == {"du", "ddelta", "dz", "dA_part", "dB_part", "dC_part", "dD_part",
-                                  "ddelta_bias_part"}
-    for name, t in {**fwd.outputs, **carry.outputs, **tiles.outputs}.items():
+    bwd = ss.bwd_launch(**{k: x[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")},
+                        tile_states=fwd.outputs["tile_states"], dy=dy, dlast_state=None,
+                        delta_softplus=True, use_initial_state=True, options=opts)
+    assert set(bwd.outputs) == {"du", "ddelta", "dz", "dA_part", "dB_part", "dC_part", "dD_part",
+                                "ddelta_bias_part", "dinitial_state"}
+    for name, t in {**fwd.outputs, **bwd.outputs}.items():
         assert torch.isnan(t).all(), name
 
 
@@ -152,23 +153,11 @@ def test_only_tile_boundary_states_are_saved():
                                                   (256, 1000, 64), (64, 300, 256), (3, 5, 1)])
 def test_configuration_fits_the_shape(dim_per_group, L, N):
     config = ss.choose_config(dim_per_group, L, N)
-    assert config.block_n >= N and config.block_n & (config.block_n - 1) == 0
-    assert config.block_d * config.block_n * config.block_l <= max(ss.TILE_ELEMENTS, ss.MIN_BLOCK_L * config.block_n)
+    assert config in [replace(c, block_d=config.block_d) for c, _, _ in ss.CONFIGS]  # a compiled variant
+    assert config.block_n >= N
     assert config.block_d <= max(1, 2 * dim_per_group - 1)  # no block wider than the group needs
-    assert ss.MIN_BLOCK_L <= config.block_l <= ss.MAX_BLOCK_L
     if L <= 32 and N <= 16:  # ESTM's sequences (13 and 17 tokens) are one tile
         assert config.block_l >= L
-
-
-def test_configuration_keeps_every_multiprocessor_busy():
-    """Batch 1 x dim 1536 on a 132-multiprocessor GPU: at least two programs per SM, where the
-    widest block for N 16 would give 1536 / 4 = 384 programs only by luck of the shape."""
-    for dim, batch in ((1536, 1), (256, 1), (64, 2)):
-        config = ss.choose_config(dim, 2048, 16, programs_per_block=batch, sm_count=132)
-        programs = math.ceil(dim / config.block_d) * batch
-        assert programs >= 2 * 132 or config.block_d == 1, (dim, batch, config)
-    wide = ss.choose_config(1536, 2048, 16, programs_per_block=64, sm_count=132)
-    assert wide == ss.choose_config(1536, 2048, 16)  # enough programs: the block stays wide
 
 
 def test_kernel_rejects_what_it_cannot_run():
