@@ -5,7 +5,7 @@ Usage:
 
 An ID classifier that generalises puts nearly every normal test clip on its own ID; one
 far below its training accuracy has learnt its training clips rather than its units
-(README, "Small data"). With speed classes a clip counts as right only when its largest
+(docs/design.md, "Small data"). With speed classes a clip counts as right only when its largest
 logit is its own ID at its recorded speed. The logits are the plain cosine logits, without
 the ArcFace margin.
 """

@@ -1,6 +1,6 @@
 """Selective-scan benchmark: forward and forward+backward time of every available backend.
 
-    python bench/scan.py [--quick] [--out DIR] [--device cuda]     (or: estm bench scan ...)
+    python bench/scan.py [--quick] [--out DIR] [--device cuda]     (every flag: docs/benchmarks.md)
 
 Backends (`bench/scan_backends.py`): triton, ref, ref-compile, mambapy, mamba-ssm. One that
 cannot run gets a `skipped` row with the reason; nothing falls back to another backend.

@@ -183,7 +183,7 @@ def main() -> int:
 
     rows = prediction_rows(estm_shapes() + LM_SHAPES, (torch.float32, torch.bfloat16))
     headers = list(rows[0])
-    print("Predicted lower bounds of the v2 Triton scan (datasheet figures, not measured):")
+    print("Predicted lower bounds of the Triton scan (datasheet figures, not measured):")
     for key, dev in DEVICES.items():
         print(f"  {key}: {dev.name}, {dev.bandwidth / 1e12:.2f} TB/s, {dev.exp_per_s / 1e12:.2f} Texp/s")
     print(markdown_table(headers, [[fmt(r[h]) if isinstance(r[h], float) else r[h] for h in headers]

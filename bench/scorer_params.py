@@ -3,7 +3,7 @@
 Usage:
     python bench/scorer_params.py --run RUN --data-root DIR [--k 1 3 5 10] [--n-centres 1 2 4 8]
 
-How the defaults of `estm test --k` and `--n-centres` were chosen (README, "Scoring"):
+How the defaults of `estm test --k` and `--n-centres` were chosen (docs/design.md, "Scoring"):
 on a development set, never on the data a result is reported for.
 """
 

@@ -1,7 +1,7 @@
 """Training-step benchmark: clips/s of a full ESTM step, of the data loader, and what they mean
 for the paper's protocol.
 
-    python bench/train_step.py [--quick] [--out DIR] [--device cuda]   (or: estm bench train ...)
+    python bench/train_step.py [--quick] [--out DIR] [--device cuda]   (every flag: docs/benchmarks.md)
 
 Training step: features (log-mel, TSG, Tgram) + both Mamba paths + ArcFace +
 cross-entropy + backward + AdamW, on random waveforms of the clip length, as one step of

@@ -1,7 +1,7 @@
 """Typed configuration, one dataclass per concern. Defaults are written here once.
 
-Choices the ESTM paper leaves open are marked **(ours)**; the README's design notes
-say why each default was taken.
+Choices the ESTM paper leaves open are marked **(ours)**; docs/design.md
+says why each default was taken.
 """
 
 from __future__ import annotations
@@ -226,7 +226,7 @@ def with_overrides(cfg: Config, overrides: dict[str, dict[str, Any]]) -> Config:
 
 
 # `estm train --preset NAME`: settings measured for a case the paper's protocol does not fit
-# (README, "Small data"); flags given beside a preset override it.
+# (docs/design.md, "Small data"); flags given beside a preset override it.
 SMALL_DATA_CLIPS_PER_ID = 100  # up to this many training clips per ID (median) is small data
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "small-data": {

@@ -1,4 +1,4 @@
-"""Audio rules (SPEC section 3): mono, `FeatureConfig.sample_rate`, non-empty, finite.
+"""Audio rules (docs/design.md, "Features"): mono, `FeatureConfig.sample_rate`, non-empty, finite.
 
 A clip is cropped to its first `clip_samples` samples or tiled to that length
 (`fit_clip_length`, the project's one crop-or-tile). A file that breaks a rule raises an

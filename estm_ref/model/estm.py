@@ -1,6 +1,6 @@
 """ESTM: ESTgram features -> dual-path (time / frequency) Mamba -> fusion -> ArcFace.
 
-Glossary (code name -> paper symbol, SPEC sections 3-4):
+Glossary (code name -> paper symbol; choices in docs/design.md):
 
     d_model          D      token width of both paths and of the fused embedding H
     d_state          N      SSM state size per channel (not the paper's N frames)

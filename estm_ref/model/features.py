@@ -1,7 +1,7 @@
 """The audio front end: log-mel, TriStat-Gating (TSG), EMel and the Tgram.
 
 Small functions on plain tensors; the Tgram is the one `nn.Module` because it has
-weights. Every number comes from `FeatureConfig` (SPEC section 3).
+weights. Every number comes from `FeatureConfig` (docs/design.md, "Features").
 
 Shapes: a clip is `clip_samples` samples (160000 = 10 s at 16 kHz); its log-mel is
 (n_mels, n_frames) = (128, 313) with n_frames = 1 + clip_samples // hop_length.

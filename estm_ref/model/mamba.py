@@ -1,4 +1,4 @@
-"""The Mamba block (Algorithm 1 of the paper; SPEC section 4), in plain PyTorch.
+"""The Mamba block (Algorithm 1 of the paper; docs/design.md, "Model"), in plain PyTorch.
 
     x -> LayerNorm -> in_proj -> (u, z)
       u -> causal depthwise conv -> SiLU -> x_proj -> (dt, B, C); delta = dt_proj.weight @ dt

@@ -1,4 +1,4 @@
-"""Patching of the (channels, n_mels, n_frames) feature stack into token sequences (SPEC §4).
+"""Patching of the (channels, n_mels, n_frames) feature stack into token sequences (docs/design.md, "Model").
 
 Time patches: I patches of K = n_frames // I frames (trailing frames dropped); frequency
 patches: J patches of H = n_mels // J mel bins over the I * K frames kept.

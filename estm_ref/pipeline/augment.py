@@ -14,7 +14,7 @@ log-mel, the TSG gate and the Tgram all see the same change.
   cyclic, so a rolled clip is another plausible clip of the same unit; the one seam it
   adds is a single sample step. Without it the patch projections (one weight per frame and
   mel bin) let a model trained on tens of clips per ID tell its training clips apart by
-  the time course of their noise rather than by the unit's sound (README, "Small data").
+  the time course of their noise rather than by the unit's sound (docs/design.md, "Small data").
 - `mixup`: mix each clip with another of the batch, weight lam ~ Beta(alpha, alpha); the
   loss mixes the ArcFace losses of both classes with the same weights (Noisy-ArcMix,
   arXiv 2310.06364, without its noise).

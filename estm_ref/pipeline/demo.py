@@ -31,16 +31,13 @@ from estm_ref.synth.generate import GENERATOR_VERSION, generate
 log = logging.getLogger(__name__)
 
 # Small data for a CPU, at the generator's calibrated difficulty (SynthConfig's anomaly
-# strength and SNR); the model and its training are the small-data preset (README,
-# "Small data"), whose ArcFace margin 0.2 the demo measured first: with m = 0.7 on 720
-# training clips the embeddings settled where cos(theta + m) is flat.
+# strength and SNR); the model and its training are the small-data preset
+# (docs/design.md, "Small data"): with the paper's margin m = 0.7 on this few clips the
+# embeddings settle where cos(theta + m) is flat.
 DEMO_DATA = {"ids_per_type": 4, "train_per_id": 30, "test_per_id": 20}
-# 20 epochs instead of the preset's 150, and no speed classes: with 30 epochs the demo took
-# 352 s end to end on the idle 2-core machine (training 720 clips at about 90 clips/s was
-# 240 s of it), over its 300 s budget, and speed classes slow training to about 67 clips/s
-# (325 s end to end, no better at 20 epochs). With the preset's time shift the model is far
-# from fitted after 20 epochs (training accuracy 0.3-0.6, generator versions 5-6) and still
-# scores 5 points above the unshifted recipe (README, "Quick start").
+# 20 epochs instead of the preset's 150, and no speed classes, so that the demo fits its
+# budget of about 5 minutes on a 2-core CPU (docs/design.md, "Demo"); speed classes slow
+# training and need more epochs than that.
 DEMO_CONFIG = {**PRESETS["small-data"],
                "train": {**PRESETS["small-data"]["train"], "epochs": 20, "speed_classes": 0}}
 # The official autoencoder recipe trains 100 epochs; the demo's time allows DEMO_AE_EPOCHS

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 IdKey = tuple[str, str]
 
 SCORERS: dict[str, type["Scorer"]] = {}  # name -> class, in registration order
-DEFAULT_SCORER = "mahalanobis"  # of `estm test` and `estm score` (README, "Scoring")
+DEFAULT_SCORER = "mahalanobis"  # of `estm test` and `estm score` (docs/design.md, "Scoring")
 
 
 def register(name: str, summary: str):

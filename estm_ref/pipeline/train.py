@@ -1,4 +1,4 @@
-"""Training: one model for all machines, cross-entropy over ArcFace logits (SPEC §5).
+"""Training: one model for all machines, cross-entropy over ArcFace logits (docs/design.md, "Training").
 
 Single process by default; under `torchrun --nproc_per_node N` the same call trains with
 DistributedDataParallel (gloo on CPU, NCCL on CUDA), rank 0 logging and writing. The
@@ -138,13 +138,13 @@ def _load_data(s: Session, train_clips: list, cache_dir: Path | None, progress: 
 
 
 def _warn_if_small_data(train_clips, cfg: Config) -> None:
-    """The paper's protocol on a few clips per ID memorises the IDs (README, "Small data")."""
+    """The paper's protocol on a few clips per ID memorises the IDs (docs/design.md, "Small data")."""
     per_id = Counter((c.machine_type, c.machine_id) for c in train_clips)
     median = statistics.median(per_id.values())
     if median <= SMALL_DATA_CLIPS_PER_ID and uses_paper_recipe(cfg):
         log.warning("%g training clips per ID (median) with the paper's settings, which are meant "
-                    "for about 1,000: consider `estm train --preset small-data` (README, "
-                    "\"Small data\")", median)
+                    "for about 1,000: consider `estm train --preset small-data` "
+                    "(docs/dcase.md)", median)
 
 
 def _optimiser(s: Session, model: torch.nn.Module):

@@ -1,10 +1,9 @@
 """`SynthConfig`: every setting of a generated data set, with its default written once.
 
-The defaults are the calibrated difficulty (README, "How realistic is the synthetic
-data"): on 4 IDs x 100 training x 40 test clips per type the official DCASE 2020
-autoencoder baseline (100 epochs) lands near its published per-type AUC on the real
-development set (within 6 points for 16 of 18 type-seed pairs, README), and a per-ID
-clip-statistics detector at 82-83.
+The defaults are the calibrated difficulty (docs/synthetic-data.md): on 4 IDs x 100
+training x 40 test clips per type the official DCASE 2020 autoencoder baseline (100
+epochs) lands near its published per-type AUC on the real development set, and a per-ID
+clip-statistics detector at 80-90 on average (bench/results/calibration.md).
 `estm synth` builds its flags from these fields (`help` in each field's metadata).
 """
 

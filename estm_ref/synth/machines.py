@@ -41,7 +41,7 @@ class MachineType:
 # Each type's fault severity and wear steps (MachineModel.severity, .wear_steps) were fitted
 # together against the official DCASE 2020 autoencoder baseline at its full 100 epochs and
 # the per-ID clip-statistics detector (4 IDs x 100 training clips, seeds 0 and 1, three
-# sets of anomalous clips each; README, "How realistic is the synthetic data"): the
+# sets of anomalous clips each; docs/synthetic-data.md): the
 # severity sets how audible the fault's own sound is, the wear how far the unit's own
 # parameters move. Both detectors notice both; wear moves the per-ID detector a little more
 # per point of autoencoder AUC. The parameters each fault moves (`wear`) were chosen for

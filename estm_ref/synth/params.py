@@ -53,8 +53,8 @@ class MachineModel:
     render: Callable[..., np.ndarray]
     description: str
     # How far this type's faults go at anomaly strength 1: the `amount` a render function
-    # gets is anomaly_strength * severity * a per-clip spread. Calibrated per type (README,
-    # "How realistic is the synthetic data") together with `wear_steps`, so that the
+    # gets is anomaly_strength * severity * a per-clip spread. Calibrated per type
+    # (docs/synthetic-data.md) together with `wear_steps`, so that the
     # official DCASE 2020 autoencoder baseline lands near its published AUC for the type.
     severity: float = 1.0
     # Fault -> the ID parameters it moves. A worn or damaged unit does not only add a new

@@ -1,6 +1,6 @@
 """The benchmarks run end to end on a trivially small grid and write stamped results.
 
-Smoke tests only: no assertion here depends on how fast anything ran (STYLE.md,
+Smoke tests only: no assertion here depends on how fast anything ran (docs/design.md,
 "Benchmarks are not tests"). bench/ is not installed with the package, so it is imported
 from the source tree.
 """

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from estm_ref.config import ModelConfig
 from estm_ref.model.mamba import DT_FLOOR, DT_MAX, DT_MIN, MambaBlock, causal_conv1d, inverse_softplus
 
-# float32 under the Triton interpreter (SPEC section 2)
+# float32 under the Triton interpreter (docs/design.md, "Scan")
 RTOL, ATOL = 1e-4, 1e-5
 
 
