@@ -80,7 +80,6 @@ def _models(feature_cfg=None, model_cfg=None, n_classes=41, device="cuda"):
     return ref, tri
 
 
-@pytest.mark.gpu
 @pytest.fixture
 def strict_float32():
     """Float32 as float32: cuDNN's convolutions default to TF32 (10-bit mantissa), which
@@ -91,6 +90,7 @@ def strict_float32():
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+@pytest.mark.gpu
 def test_default_model_triton_matches_reference_fp32(strict_float32):
     ref, tri = _models()
     torch.manual_seed(1)
