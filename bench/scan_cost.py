@@ -157,7 +157,8 @@ def estm_shapes() -> list[Shape]:
 
 
 # language-model scans: Mamba-130M's d_inner, long sequences
-LM_SHAPES = [Shape(8, 1536, L, 16) for L in (512, 1024, 2048, 4096, 8192)]
+# a language model's Mamba layer (d_inner 1536), and one sequence of it at inference
+LM_SHAPES = [Shape(8, 1536, L, 16) for L in (512, 1024, 2048, 4096, 8192)] + [Shape(1, 1536, 2048, 16)]
 
 
 def prediction_rows(shapes: list[Shape], dtypes=(torch.bfloat16,)) -> list[dict]:

@@ -8,9 +8,12 @@ compiled for sm_80 and sm_90 through Triton's own pipeline (PTX, then ptxas to a
 
 - registers and spill bytes (ptxas -v), shared memory, and blocks per SM that the
   registers and the shared memory allow (65,536 registers, 228 / 164 KiB shared per SM);
-- the steady-state loop: PTX instructions between the innermost-outermost loop's label and
-  its back edge, per thread, times the threads of a program, divided by the (d, n, t)
-  state elements one trip handles (BLOCK_D x BLOCK_N x BLOCK_L), and `ex2` per element;
+- the steady-state loop (the longest innermost loop: label to back edge, which the compiler
+  may have unrolled): its PTX instructions per thread, and per (d, n, t) state element.
+  Each loop evaluates exactly one `exp` (`ex2`) per state element it handles (the forward
+  for the pairs, the backward for its recompute), so instructions per element =
+  instructions / ex2 in the loop, and states_per_trip = the state indices n one trip of
+  the loop covers (ex2 x threads / (BLOCK_D x BLOCK_L));
 - programs per launch;
 - bytes per call: every tensor a launch reads or writes counted once, plus the reduction
   of partial sums, against the cost model's floor (`bench/scan_cost.bytes_moved`).
@@ -47,10 +50,11 @@ ARCHS = (80, 90)
 TYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 SHARED_PER_SM = {80: 164 * 1024, 90: 228 * 1024}
 REGISTERS_PER_SM, MAX_BLOCKS_PER_SM = 65536, 32
+SM_COUNT = 132  # an H100 / H200 SXM: the channel block is chosen as it would be there
 SHAPES = [Shape(8, 1536, 2048, N) for N in (16, 64, 256)]
 COLUMNS = ["pass", "kernel", "N", "dtype", "arch", "block_d", "block_l", "block_n", "warps", "programs",
            "registers", "spill_bytes", "shared_bytes", "blocks_per_sm", "loop_instructions",
-           "instructions_per_element", "ex2_per_element", "bytes", "floor_bytes", "bytes_over_floor"]
+           "instructions_per_element", "states_per_trip", "bytes", "floor_bytes", "bytes_over_floor"]
 LABEL = re.compile(r"^\s*(\$L__\w+):", re.M)
 BRANCH = re.compile(r"^\s*(?:@!?%p\d+\s+)?bra(?:\.uni)?\s+(\$L__\w+);", re.M)
 
@@ -133,10 +137,7 @@ def plans(shape: Shape, dtype: torch.dtype):
              A=torch.empty(d, N, **m), B=torch.empty(b, 1, N, L, dtype=dtype, **m),
              C=torch.empty(b, 1, N, L, dtype=dtype, **m), D=torch.empty(d, **m),
              z=torch.empty(b, d, L, dtype=dtype, **m), delta_bias=torch.empty(d, **m))
-    if hasattr(ss, "MAX_SLICES"):  # a kernel whose blocks also depend on the GPU's multiprocessors
-        config = ss.choose_config(d, L, N, b, 132)
-    else:
-        config = ss.choose_config(d, L, N)
+    config = ss.choose_config(d, L, N, b, SM_COUNT)
     options = ss.LaunchOptions(config)
     infer = ss.fwd_launch(**x, initial_state=None, delta_softplus=True, store_tile_states=False,
                           options=options)
@@ -144,10 +145,7 @@ def plans(shape: Shape, dtype: torch.dtype):
                           options=options)
     bwd_args = dict(**x, tile_states=train.outputs["tile_states"], dy=torch.empty_like(x["u"]),
                     dlast_state=None, delta_softplus=True, use_initial_state=False, options=options)
-    if hasattr(ss, "bwd_launches"):  # a backward in several launches
-        backward = list(ss.bwd_launches(**bwd_args))
-    else:
-        backward = [ss.bwd_launch(**bwd_args)]
+    backward = [ss.bwd_launch(**bwd_args)]
     partials = sum(t.nbytes for launch in backward for name, t in launch.outputs.items()
                    if name.endswith("_part"))
     return {"fwd": ([infer], 0), "fwd+bwd": ([train, *backward], 2 * partials)}, config
@@ -163,7 +161,7 @@ def launch_bytes(launches) -> int:
     return sum(seen.values())
 
 
-def measure(per_trip: str = "dnl") -> list[dict]:
+def measure() -> list[dict]:
     import triton
 
     from triton_kernels.selective_scan import INTERPRETED
@@ -183,10 +181,10 @@ def measure(per_trip: str = "dnl") -> list[dict]:
                         name = "fwd (saving tile states)"
                     else:
                         name = launch.kernel.fn.__name__.removeprefix("_selective_scan_").removesuffix("_kernel")
-                    elements = config.block_d * config.block_l * (config.block_n if per_trip == "dnl" else 1)
                     for arch in ARCHS:
                         compiled = compile_one(launch, arch)
                         loop = steady_loop(compiled["ptx"])
+                        ex2 = sum(line.startswith("ex2") for line in loop)
                         threads = 32 * launch.num_warps
                         rows.append({
                             "pass": pass_, "kernel": name, "N": shape.N, "dtype": TYPES[dtype],
@@ -199,21 +197,20 @@ def measure(per_trip: str = "dnl") -> list[dict]:
                             "blocks_per_sm": blocks_per_sm(compiled["registers"], launch.num_warps,
                                                            compiled["shared_bytes"], arch),
                             "loop_instructions": len(loop),
-                            "instructions_per_element": round(len(loop) * threads / elements, 1),
-                            "ex2_per_element": round(sum(s.startswith("ex2") for s in loop) * threads / elements, 2),
+                            "instructions_per_element": round(len(loop) / max(1, ex2), 1),
+                            "states_per_trip": ex2 * threads // (config.block_d * config.block_l),
                             "bytes": total, "floor_bytes": floor,
                             "bytes_over_floor": round(total / floor, 2)})
     return rows, triton.__version__
 
 
-def write(rows: list[dict], version: str, out: Path, label: str, trip: str) -> list[Path]:
+def write(rows: list[dict], version: str, out: Path, label: str) -> list[Path]:
     from bench.common import markdown_table
 
     out.mkdir(parents=True, exist_ok=True)
     stem = "scan-static" + (f"-{label}" if label else "")
     stamp = (f"triton {version}, torch {torch.__version__}, compiled without a GPU; command: "
-             f"python bench/scan_static.py{' --label ' + label if label else ''}"
-             f"{' --trip ' + trip if trip != 'dl' else ''}")
+             f"python bench/scan_static.py{' --label ' + label if label else ''}")
     csv_path, md_path = out / f"{stem}.csv", out / f"{stem}.md"
     lines = [f"# {stamp}", ",".join(COLUMNS)] + [",".join(str(r[c]) for c in COLUMNS) for r in rows]
     csv_path.write_text("\n".join(lines) + "\n")
@@ -221,7 +218,7 @@ def write(rows: list[dict], version: str, out: Path, label: str, trip: str) -> l
     md_path.write_text(f"# Static record of the scan kernels{' (' + label + ')' if label else ''}\n\n"
                        f"{stamp}. Shape 8 x 1536 x 2048 x N, every optional input present but the "
                        f"initial state; instructions are PTX of the steady-state loop per (d, n, t) "
-                       f"element; bytes are per call (every tensor touched once, plus partial-sum "
+                       f"element (instructions / ex2 in the loop); bytes are per call (every tensor touched once, plus partial-sum "
                        f"reductions) against the cost model's floor.\n\n{table}\n")
     return [csv_path, md_path]
 
@@ -231,15 +228,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     p.add_argument("--label", default="", help="suffix of the result files (e.g. the kernel version)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON, write nothing")
-    p.add_argument("--trip", choices=("dnl", "dl"), default="dl",
-                   help="elements one trip of the loop handles: BLOCK_D x BLOCK_N x BLOCK_L (all "
-                        "states at once), or BLOCK_D x BLOCK_L (a kernel that loops over the states)")
     args = p.parse_args(argv)
-    rows, version = measure(args.trip)
+    rows, version = measure()
     if args.json:
         print(json.dumps(rows))
         return 0
-    for path in write(rows, version, args.out, args.label, args.trip):
+    for path in write(rows, version, args.out, args.label):
         print(f"wrote {path}")
     return 1 if any(r["spill_bytes"] for r in rows) else 0
 

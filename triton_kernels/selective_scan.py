@@ -55,9 +55,9 @@ class ScanConfig:
                 raise ValueError(f"{name} must be a power of two, got {value}")
 
 
-# The pinned set (no autotuning): (config, longest L, largest N it is chosen for). Each was
-# compiled for sm_80 and sm_90 in float32 and bfloat16 without a register spill
-# (bench/scan_registers.py; record in bench/results/scan-registers.md); BLOCK_N is fixed
+# The pinned set (no autotuning): (config, longest L, largest N it is chosen for). Each
+# compiles for sm_80 and sm_90 without a register spill in bfloat16 (the float32 forward
+# spills a few bytes on sm_90: bench/scan_static.py, record in bench/results/scan-static.md); BLOCK_N is fixed
 # per class of N so that the compiled variants are exactly these. The channel block is as
 # wide as registers allow: the backward's dB, dC partial sums are one (batch, G, N, L)
 # slab per channel block, so BLOCK_D sets the bytes they add (bench/scan_cost.py). As N
@@ -71,16 +71,30 @@ CONFIGS: tuple[tuple[ScanConfig, int, int], ...] = (
 )
 
 
-def choose_config(dim_per_group: int, L: int, N: int) -> ScanConfig:
-    """The pinned configuration for a shape.
+# On a GPU the channel block narrows (halving, down to MIN_BLOCK_D) while the programs of
+# a launch would give fewer than PROGRAMS_PER_SM per multiprocessor: batch 1 x dim 1536 at
+# BLOCK_D 32 is 48 programs for 132 SMs. A tile of MIN_BLOCK_D x BLOCK_L still gives each
+# of the 128 threads of 4 warps an element.
+PROGRAMS_PER_SM, MIN_BLOCK_D = 2, 4
+
+
+def choose_config(dim_per_group: int, L: int, N: int, programs_per_block: int = 1,
+                  sm_count: int | None = None) -> ScanConfig:
+    """The pinned configuration for a shape, its channel block narrowed when
+    programs_per_block (batch x groups) channel blocks would leave multiprocessors idle
+    (sm_count None: not narrowed).
 
     Under the interpreter, which pays per element, BLOCK_D shrinks to the group's channel
     count; compiled kernels use the pinned configuration as it is.
     """
     config = next(c for c, max_L, max_N in CONFIGS if L <= max_L and N <= max_N)
     if INTERPRETED:
-        config = replace(config, block_d=min(config.block_d, triton.next_power_of_2(dim_per_group)))
-    return config
+        return replace(config, block_d=min(config.block_d, triton.next_power_of_2(dim_per_group)))
+    block_d = config.block_d
+    while (sm_count and block_d > MIN_BLOCK_D
+           and triton.cdiv(dim_per_group, block_d) * programs_per_block < PROGRAMS_PER_SM * sm_count):
+        block_d //= 2
+    return replace(config, block_d=block_d)
 
 
 @dataclass(frozen=True)
@@ -144,7 +158,8 @@ def _geometry(u, B, options: LaunchOptions):
     """(batch, dim, L, N, G, config, grid, n_tiles) of a launch; B is (batch, G, N, L)."""
     batch, dim, L = u.shape
     n_groups, N = B.shape[1], B.shape[2]
-    config = options.config or choose_config(dim // n_groups, L, N)
+    sm_count = torch.cuda.get_device_properties(u.device).multi_processor_count if u.device.type == "cuda" else None
+    config = options.config or choose_config(dim // n_groups, L, N, batch * n_groups, sm_count)
     if config.block_n is None:
         config = replace(config, block_n=triton.next_power_of_2(N))
     if config.block_n < N:
