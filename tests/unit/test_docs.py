@@ -136,8 +136,20 @@ def subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentPa
     return None
 
 
+def exact(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The parser (and its subcommands) without abbreviations: a page must spell each flag
+    in full, so a renamed flag that happens to be a prefix of another still fails."""
+    parser.allow_abbrev = False
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                exact(sub)
+    return parser
+
+
 def parse_error(parser: argparse.ArgumentParser, args: list[str]) -> str | None:
     """argparse's message when `args` do not parse, else None."""
+    exact(parser)
     err = StringIO()
     try:
         with redirect_stderr(err), redirect_stdout(StringIO()):
@@ -245,7 +257,7 @@ def tracked_files() -> list[Path]:
         return [p for p in ROOT.rglob("*") if p.is_file() and not skip & set(p.parts)]
 
 
-# "SPEC" and "STYLE.md" written in pieces, so that this file does not cite them itself
+# the two names written in pieces, so that this file does not match itself
 OUTSIDE_DOCUMENT = re.compile(r"\b" + "SP" + r"EC\b|\b" + "STY" + r"LE\.md\b")
 
 
@@ -260,6 +272,40 @@ def test_every_command_parses(page):
 @pytest.mark.parametrize("page", DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_every_link_and_path_exists(page):
     assert link_problems(page) == []
+
+
+QUOTED_ROWS = re.compile(r"<!-- rows of (bench/results/[\w./-]+\.md) -->")
+
+
+def table_after(lines: list[str], start: int) -> list[dict[str, str]]:
+    """The rows of the Markdown table that starts at or after lines[start], as dicts."""
+    while start < len(lines) and not lines[start].startswith("|"):
+        start += 1
+    block = []
+    while start < len(lines) and lines[start].startswith("|"):
+        block.append([c.strip() for c in lines[start].strip().strip("|").split("|")])
+        start += 1
+    return [dict(zip(block[0], row)) for row in block[2:]] if block else []
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_quoted_result_rows_match_their_file(page):
+    """A table marked `<!-- rows of bench/results/X.md -->` quotes rows of that file: each
+    of its rows equals a row of the file in every column they share."""
+    lines = page.read_text().splitlines()
+    for n, line in enumerate(lines):
+        match = QUOTED_ROWS.search(line)
+        if not match:
+            continue
+        source = ROOT / match.group(1)
+        assert source.is_file(), f"{page.name}:{n + 1}: {match.group(1)} does not exist"
+        src_lines = source.read_text().splitlines()
+        rows = table_after(src_lines, 0)
+        quoted = table_after(lines, n + 1)
+        assert quoted, f"{page.name}:{n + 1}: no table after the marker"
+        for row in quoted:
+            assert any(all(src.get(k, v) == v for k, v in row.items()) for src in rows), \
+                f"{page.name}: row {row} is not in {match.group(1)}"
 
 
 def test_the_pages_hold_commands():
