@@ -17,7 +17,7 @@ seq = batch*dim*L, bc = batch*N*L, par = 4*(dim*N + 2*dim) (the float32 A, D, de
     floor bytes, fwd     = s*(4*seq + 2*bc) + par        read u, delta, z, B, C, A, D, bias; write y
     floor bytes, fwd+bwd = s*(11*seq + 6*bc) + 3*par     the backward also reads dy and writes
                                                           du, ddelta, dz, dB, dC, dA, dD, dbias
-    v2 kernel extra      fwd: tile states written, 4*batch*dim*n_tiles*N;
+    kernel extra         fwd: tile states written, 4*batch*dim*n_tiles*N;
                          bwd: tile states read, dB and dC partial sums written and read back,
                          2 * 2 * 4*n_dblocks*bc, and dA, dD, dbias partial sums
     exps (E = batch*dim*L*N, the state elements): exp(dt*A) once per state element in the
@@ -110,7 +110,7 @@ def bytes_moved(shape: Shape, dtype: torch.dtype, pass_: str) -> int:
 
 
 def kernel_bytes(shape: Shape, dtype: torch.dtype, pass_: str) -> int:
-    """What the v2 kernel moves: the floor plus tile states and partial sums, for the
+    """What the kernel moves: the floor plus tile states and partial sums, for the
     configuration it chooses at this shape."""
     from triton_kernels.selective_scan import choose_config
 
@@ -162,7 +162,7 @@ LM_SHAPES = [Shape(8, 1536, L, 16) for L in (512, 1024, 2048, 4096, 8192)] + [Sh
 
 
 def prediction_rows(shapes: list[Shape], dtypes=(torch.bfloat16,)) -> list[dict]:
-    """The v2 kernel's predicted lower bound per shape, dtype, pass and device."""
+    """The kernel's predicted lower bound per shape, dtype, pass and device."""
     rows = []
     for shape in shapes:
         for dtype in dtypes:
