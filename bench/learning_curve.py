@@ -93,8 +93,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"machine types (default {' '.join(DEFAULT_TYPES)})")
     parser.add_argument("--ids-per-type", type=int, default=3)
     parser.add_argument("--test-per-id", type=int, default=100,
-                        help="test clips per ID, half anomalous (default %(default)s: a type's "
-                             "AUC spreads about 3 points from the test clips alone at 3 IDs, 5 at 40)")
+                        help="test clips per ID, half anomalous (default %(default)s: at 3 IDs a "
+                             "type's AUC spreads about 3 points from the test clips alone, 5 "
+                             "at 40)")
     parser.add_argument("--data-seed", type=int, default=0, help="generator seed")
     parser.add_argument("--duration-s", type=float, default=SynthConfig().duration_s,
                         help="clip length in seconds (default %(default)s)")
