@@ -113,6 +113,8 @@ def steady_loop(ptx: str) -> list[str]:
     for start, end in loops:
         if any(start < s and e < end for s, e in loops):
             continue  # an outer loop
+        if any(s == start and e > end for s, e in loops):
+            continue  # another back edge of a longer loop with the same header: not a loop of its own
         body = [s.strip() for s in lines[start + 1: end + 1]]
         body = [s for s in body if s.endswith(";") and not s.startswith(("//", ".", "$"))]
         if len(body) > len(best):

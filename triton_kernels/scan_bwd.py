@@ -84,7 +84,7 @@ def _selective_scan_bwd_kernel(
         o_dl = o_seq[:, None] + o_t[None, :]
         m_last = o_l[None, :] == tl.minimum(L - c * BLOCK_L, BLOCK_L) - 1
         b_u = tl.load(u + o_dl, mask=m_dl, other=0.0).to(tl.float32)
-        b_x, b_dt = _dt_tile(delta, o_dl, m_dl, b_delta_bias, HAS_DELTA_BIAS, DELTA_SOFTPLUS)
+        b_x, b_dt = _dt_tile(delta, o_dl, m_dl, m_l, b_delta_bias, HAS_DELTA_BIAS, DELTA_SOFTPLUS)
         b_dtu = b_dt * b_u
         b_dy = tl.load(dy + o_dl, mask=m_dl, other=0.0).to(tl.float32)
         if HAS_Z:

@@ -54,9 +54,11 @@ def _channel_block(dim, n_groups, BLOCK_D: tl.constexpr):
 
 
 @triton.jit
-def _dt_tile(delta, o_dl, m_dl, b_delta_bias, HAS_DELTA_BIAS: tl.constexpr,
+def _dt_tile(delta, o_dl, m_dl, m_l, b_delta_bias, HAS_DELTA_BIAS: tl.constexpr,
              DELTA_SOFTPLUS: tl.constexpr):
-    """(x, dt): delta + delta_bias before and after the softplus, (BLOCK_D, BLOCK_L) float32."""
+    """(x, dt): delta + delta_bias before and after the softplus, (BLOCK_D, BLOCK_L) float32,
+    with dt = 0 past L (softplus(delta_bias) is not 0 there): with u = 0 there too, every
+    state index's pair past L is the identity (exp(0 A), 0 u B) = (1, 0), unmasked."""
     b_x = tl.load(delta + o_dl, mask=m_dl, other=0.0).to(tl.float32)
     if HAS_DELTA_BIAS:
         b_x += b_delta_bias[:, None]
@@ -64,19 +66,19 @@ def _dt_tile(delta, o_dl, m_dl, b_delta_bias, HAS_DELTA_BIAS: tl.constexpr,
         b_dt = _softplus(b_x)
     else:
         b_dt = b_x
-    return b_x, b_dt
+    return b_x, tl.where(m_l[None, :], b_dt, 0.0)
 
 
 @triton.jit
 def _state_pairs(A, B, C, o_d, m_d, o_bc, o_t, m_l, L, N, n, b_dt, b_dtu):
     """Column n of the tile: A[:, n] (BLOCK_D,), B[n], C[n] (BLOCK_L,) and the scan pairs
-    a = exp(dt A[:, n]), b = dt u B[n] (BLOCK_D, BLOCK_L), with the identity pair (1, 0) past L
-    (softplus(delta_bias) is not 0 there)."""
+    a = exp(dt A[:, n]), b = dt u B[n] (BLOCK_D, BLOCK_L); past L, where `_dt_tile` made dt
+    0, they are the identity pair (1, 0) without a mask."""
     b_A = tl.load(A + o_d * N + n, mask=m_d, other=0.0).to(tl.float32)
     b_B = tl.load(B + o_bc + n * L + o_t, mask=m_l, other=0.0).to(tl.float32)
     b_C = tl.load(C + o_bc + n * L + o_t, mask=m_l, other=0.0).to(tl.float32)
-    b_a = tl.where(m_l[None, :], tl.exp(b_dt * b_A[:, None]), 1.0)
-    b_b = tl.where(m_l[None, :], b_dtu * b_B[None, :], 0.0)
+    b_a = tl.exp(b_dt * b_A[:, None])
+    b_b = b_dtu * b_B[None, :]
     return b_A, b_B, b_C, b_a, b_b
 
 
@@ -123,7 +125,7 @@ def _selective_scan_fwd_kernel(
         m_dl = m_d[:, None] & m_l[None, :]
         o_dl = o_seq[:, None] + o_t[None, :]
         b_u = tl.load(u + o_dl, mask=m_dl, other=0.0).to(tl.float32)
-        b_x, b_dt = _dt_tile(delta, o_dl, m_dl, b_delta_bias, HAS_DELTA_BIAS, DELTA_SOFTPLUS)
+        b_x, b_dt = _dt_tile(delta, o_dl, m_dl, m_l, b_delta_bias, HAS_DELTA_BIAS, DELTA_SOFTPLUS)
         b_dtu = b_dt * b_u
         b_y = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)
         for n in range(N):
