@@ -8,9 +8,10 @@ reads top to bottom: the pinned launch configurations, the launch plans (checks,
 buffers), the forward and backward as functions of tensors, the `torch.autograd.Function`
 and the public `selective_scan_fn`.
 
-Memory. The forward saves only the state at each tile boundary, tile_states
-(batch, dim, ceil(L / BLOCK_L), N) float32; nothing of size (batch, dim, L, N) exists in
-either direction. The backward writes dB, dC as one partial sum per channel block
+Memory. A forward that a backward will follow saves only the state at each tile
+boundary, tile_states (batch, dim, ceil(L / BLOCK_L), N) float32; one without (no input
+needs a gradient) saves nothing. Nothing of size (batch, dim, L, N) exists in either
+direction. The backward writes dB, dC as one partial sum per channel block
 (n_dblocks, batch, G, N, L) and dA, dD, d(delta_bias) per batch element, all plain stores
 reduced here in a fixed order: no atomics, gradients are bit-identical run to run.
 
