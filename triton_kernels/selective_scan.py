@@ -89,9 +89,9 @@ def choose_config(dim_per_group: int, L: int, N: int, programs_per_block: int = 
     count; compiled kernels use the pinned configuration as it is.
     """
     config = next(c for c, max_L, max_N in CONFIGS if L <= max_L and N <= max_N)
-    if INTERPRETED:
-        return replace(config, block_d=min(config.block_d, triton.next_power_of_2(dim_per_group)))
     block_d = config.block_d
+    if INTERPRETED:
+        block_d = min(block_d, triton.next_power_of_2(dim_per_group))
     while (sm_count and block_d > MIN_BLOCK_D
            and triton.cdiv(dim_per_group, block_d) * programs_per_block < PROGRAMS_PER_SM * sm_count):
         block_d //= 2

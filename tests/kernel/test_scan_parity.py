@@ -160,6 +160,18 @@ def test_configuration_fits_the_shape(dim_per_group, L, N):
         assert config.block_l >= L
 
 
+def test_configuration_keeps_every_multiprocessor_busy():
+    """Batch 1 x dim 1536 on 132 multiprocessors: the pinned 32-channel block gives 48
+    programs; the block narrows until there are two per SM, or to its narrowest."""
+    for dim, batch in ((1536, 1), (256, 1), (64, 2)):
+        config = ss.choose_config(dim, 2048, 16, programs_per_block=batch, sm_count=132)
+        programs = math.ceil(dim / config.block_d) * batch
+        assert programs >= 2 * 132 or config.block_d == ss.MIN_BLOCK_D, (dim, batch, config)
+        assert programs < 4 * 132 or config == ss.choose_config(dim, 2048, 16)  # no narrower than needed
+    assert ss.choose_config(1536, 2048, 16, programs_per_block=1, sm_count=132).block_d == 4
+    assert ss.choose_config(1536, 2048, 16, programs_per_block=64, sm_count=132) == ss.choose_config(1536, 2048, 16)
+
+
 def test_kernel_rejects_what_it_cannot_run():
     x = make_inputs(ScanCase(1, 2, 3, 2), KERNEL_DEVICE)
     with pytest.raises(ValueError, match="^u "):
