@@ -17,6 +17,17 @@ if not HAS_CUDA:
 KERNEL_DEVICE = "cuda" if HAS_CUDA else "cpu"
 
 
+def triton_scan(block_d=None, block_l=None, poison=True):
+    """The Triton scan with NaN-poisoned buffers (a forgotten store shows as NaN) and, if
+    given, explicit block sizes; None: the configuration chosen by shape."""
+    import functools
+
+    from triton_kernels.selective_scan import LaunchOptions, ScanConfig, selective_scan_fn
+
+    config = ScanConfig(block_d, block_l) if block_d else None
+    return functools.partial(selective_scan_fn, options=LaunchOptions(config=config, poison=poison))
+
+
 def pytest_collection_modifyitems(config, items):
     if HAS_CUDA:
         return

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from estm_ref.scan.parity import ScanCase
+from estm_ref.scan.ref import _per_channel
 
 SCAN_ARGS = ("u", "delta", "A", "B", "C")
 SCAN_KWARGS = ("D", "z", "delta_bias", "delta_softplus", "return_last_state", "initial_state")
@@ -48,7 +49,7 @@ def mambapy_scan(pscan, u, delta, A, B, C, D=None, z=None, delta_bias=None, delt
     dt = dt.transpose(1, 2)  # (batch, L, dim)
     u_t = u.to(f32).transpose(1, 2)
     a_bar = torch.exp(dt.unsqueeze(-1) * A)  # (batch, L, dim, N)
-    B_t, C_t = (_per_channel(t.to(f32), dim) for t in (B, C))  # (batch, L, 1 or dim, N)
+    B_t, C_t = (_per_channel(t.to(f32), dim).transpose(1, 2) for t in (B, C))  # (batch, L, dim, N)
     x = (dt * u_t).unsqueeze(-1) * B_t
     if initial_state is not None:
         x = torch.cat([x[:, :1] + a_bar[:, :1] * initial_state.to(f32)[:, None], x[:, 1:]], dim=1)
@@ -61,14 +62,6 @@ def mambapy_scan(pscan, u, delta, A, B, C, D=None, z=None, delta_bias=None, delt
         y = y * F.silu(z.to(f32))
     y = y.to(u.dtype)
     return (y, h[:, -1]) if return_last_state else y
-
-
-def _per_channel(bc: torch.Tensor, dim: int) -> torch.Tensor:
-    """(batch, N, L) -> (batch, L, 1, N); (batch, G, N, L) -> (batch, L, dim, N)."""
-    if bc.dim() == 3:
-        return bc.transpose(1, 2).unsqueeze(2)
-    batch, G, N, L = bc.shape
-    return bc.permute(0, 3, 1, 2).repeat_interleave(dim // G, dim=2)
 
 
 @dataclass(frozen=True)

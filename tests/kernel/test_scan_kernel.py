@@ -5,19 +5,17 @@ Under the interpreter `tl.associative_scan` is a sequential left fold, so only t
 associativity test below proves what a GPU's tree scan needs of the combine function.
 """
 
-import functools
-
 import pytest
 import torch
 import triton
 import triton.language as tl
 
-from conftest import KERNEL_DEVICE
+from conftest import KERNEL_DEVICE, triton_scan
 from estm_ref.scan.parity import ScanCase, assert_parity, make_inputs
 from triton_kernels import selective_scan as ss
 from triton_kernels.scan_bwd import _adjoint_combine
 from triton_kernels.scan_fwd import _affine_combine
-from triton_kernels.selective_scan import LaunchOptions, ScanConfig, selective_scan_fn
+from triton_kernels.selective_scan import selective_scan_fn
 
 
 @triton.jit
@@ -88,27 +86,23 @@ def test_adjoint_combine_is_associative():
     torch.testing.assert_close(left[2], q1 + p1 * a2 * (q2 + p2 * a3 * q3), rtol=1e-5, atol=1e-5)
 
 
-def kernel(config=None):
-    return functools.partial(selective_scan_fn, options=LaunchOptions(config=config, poison=True))
-
-
-# (case, config): N around powers of two and up to the largest; L around the tile length
+# (case, (BLOCK_D, BLOCK_L)): N around powers of two and up to the largest; L around the tile length
 # (64 at N 16) and past 32 tiles; the chosen configuration unless given
 SHAPES = {
     "N3": (ScanCase(1, 3, 10, 3), None),
     "N17": (ScanCase(1, 2, 9, 17, groups=1), None),
     "N64": (ScanCase(1, 2, 33, 64, groups=2), None),
     "N256": (ScanCase(1, 1, 20, 256, has_z=False), None),
-    "L63": (ScanCase(1, 2, 63, 4), ScanConfig(2, 64)),
-    "L64": (ScanCase(1, 2, 64, 4), ScanConfig(2, 64)),
-    "L65": (ScanCase(1, 2, 65, 4, groups=1), ScanConfig(2, 64)),
+    "L63": (ScanCase(1, 2, 63, 4), (2, 64)),
+    "L64": (ScanCase(1, 2, 64, 4), (2, 64)),
+    "L65": (ScanCase(1, 2, 65, 4, groups=1), (2, 64)),
     "L2049": (ScanCase(1, 1, 2049, 2, has_z=False), None),
 }
 
 
-@pytest.mark.parametrize("case, config", list(SHAPES.values()), ids=list(SHAPES))
-def test_parity_around_the_tile_length_and_state_width(case, config):
-    assert_parity(kernel(config), case, KERNEL_DEVICE)
+@pytest.mark.parametrize("case, blocks", list(SHAPES.values()), ids=list(SHAPES))
+def test_parity_around_the_tile_length_and_state_width(case, blocks):
+    assert_parity(triton_scan(*(blocks or ())), case, KERNEL_DEVICE)
 
 
 def _spy(monkeypatch, name):

@@ -15,7 +15,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from conftest import KERNEL_DEVICE
+from conftest import KERNEL_DEVICE, triton_scan as kernel
 from estm_ref.scan import selective_scan, selective_scan_ref
 from estm_ref.scan.battery import BATTERY
 from estm_ref.scan.parity import ScanCase, assert_parity, make_inputs, run_scan, upstream_grads
@@ -23,12 +23,6 @@ from triton_kernels import selective_scan as ss
 from triton_kernels.selective_scan import LaunchOptions, ScanConfig, selective_scan_fn
 
 bf16, fp16, fp32 = torch.bfloat16, torch.float16, torch.float32
-
-
-def kernel(block_d=None, block_l=None, poison=True):
-    """selective_scan_fn with NaN-poisoned buffers and, if given, explicit block sizes."""
-    config = ScanConfig(block_d, block_l) if block_d else None
-    return functools.partial(selective_scan_fn, options=LaunchOptions(config=config, poison=poison))
 
 
 # battery case -> (BLOCK_D, BLOCK_L), None for the configuration chosen by shape: several

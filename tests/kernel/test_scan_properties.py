@@ -8,26 +8,19 @@ handful of variants rather than one per example. Shapes stay small: under the in
 every element of every tile's associative scan costs Python time.
 """
 
-import functools
 
 import pytest
 import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from conftest import KERNEL_DEVICE
+from conftest import KERNEL_DEVICE, triton_scan
 from estm_ref.scan import properties, selective_scan_ref
 from estm_ref.scan.parity import ScanCase, assert_parity
 from estm_ref.scan.testing import scan_cases
-from triton_kernels.selective_scan import LaunchOptions, ScanConfig, selective_scan_fn
 
 
-def kernel(blocks):
-    """The Triton scan with these (BLOCK_D, BLOCK_L) and NaN-poisoned buffers."""
-    return functools.partial(selective_scan_fn, options=LaunchOptions(ScanConfig(*blocks), poison=True))
-
-
-SCANS = {"ref": lambda blocks: selective_scan_ref, "triton": kernel}
+SCANS = {"ref": lambda blocks: selective_scan_ref, "triton": lambda blocks: triton_scan(*blocks)}
 PROPERTY = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 blocks = st.tuples(st.sampled_from((2, 16)), st.sampled_from((2, 4, 8)))  # (BLOCK_D, BLOCK_L)
 seeds = st.integers(0, 2**16)
@@ -68,4 +61,4 @@ def test_poisoned_buffers_are_overwritten_and_match_the_reference(case, blocks, 
     if low_precision is not None:
         case = ScanCase(**{**case.__dict__, "dtype": low_precision})
     # non-finite values fail the comparison, so a NaN left in any buffer is caught here
-    assert_parity(kernel(blocks), case, KERNEL_DEVICE, seed)
+    assert_parity(triton_scan(*blocks), case, KERNEL_DEVICE, seed)
