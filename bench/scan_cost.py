@@ -17,9 +17,11 @@ seq = batch*dim*L, bc = batch*N*L, par = 4*(dim*N + 2*dim) (the float32 A, D, de
     floor bytes, fwd     = s*(4*seq + 2*bc) + par        read u, delta, z, B, C, A, D, bias; write y
     floor bytes, fwd+bwd = s*(11*seq + 6*bc) + 3*par     the backward also reads dy and writes
                                                           du, ddelta, dz, dB, dC, dA, dD, dbias
-    kernel extra         fwd: tile states written, 4*batch*dim*n_tiles*N;
-                         bwd: tile states read, dB and dC partial sums written and read back,
-                         2 * 2 * 4*n_dblocks*bc, and dA, dD, dbias partial sums
+    kernel bytes         counted from the kernel's own launch plans (`kernel_bytes`): the
+                         floor's tensors, the last state, and with a backward the tile states
+                         (4*batch*dim*n_tiles*N, written and read) and the partial sums of
+                         dA, dB, dC, dD, dbias (dB, dC: 4*n_dblocks*bc each), written, read
+                         back and summed
     exps (E = batch*dim*L*N, the state elements): exp(dt*A) once per state element in the
     forward and once in the backward (recomputed, then used by both scans): fwd E, fwd+bwd 2E;
     plus the softplus (exp, log) and sigmoid per (batch, dim, L): N times fewer.
@@ -30,7 +32,6 @@ The device figures are datasheet peaks (HBM bandwidth, SMs, boost clock), not me
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,21 +110,37 @@ def bytes_moved(shape: Shape, dtype: torch.dtype, pass_: str) -> int:
     return fwd + s * (7 * seq + 4 * bc) + 2 * par
 
 
-def kernel_bytes(shape: Shape, dtype: torch.dtype, pass_: str) -> int:
-    """What the kernel moves: the floor plus tile states and partial sums, for the
-    configuration it chooses at this shape."""
-    from triton_kernels.selective_scan import choose_config
+def kernel_launches(shape: Shape, dtype: torch.dtype, pass_: str, sm_count: int | None = None):
+    """The kernel's launch plans for a pass (every optional input but the initial state),
+    on `meta` tensors: nothing is allocated or run. sm_count: the GPU's multiprocessors,
+    which the channel block depends on (None: not narrowed)."""
+    from triton_kernels import selective_scan as ss
 
-    config = choose_config(shape.dim, shape.L, shape.N)
-    n_tiles = math.ceil(shape.L / config.block_l)
-    n_dblocks = math.ceil(shape.dim / config.block_d)
-    tile_states = 4 * shape.batch * shape.dim * n_tiles * shape.N
-    extra = tile_states
-    if pass_ == "fwd+bwd":
-        partials = 2 * 2 * 4 * n_dblocks * shape.batch * shape.N * shape.L
-        per_channel = 2 * 4 * shape.batch * (shape.dim * shape.N + 2 * shape.dim)
-        extra += tile_states + partials + per_channel
-    return bytes_moved(shape, dtype, pass_) + extra
+    m = dict(device="meta")
+    b, d, L, N = shape.batch, shape.dim, shape.L, shape.N
+    x = dict(u=torch.empty(b, d, L, dtype=dtype, **m), delta=torch.empty(b, d, L, dtype=dtype, **m),
+             A=torch.empty(d, N, **m), B=torch.empty(b, 1, N, L, dtype=dtype, **m),
+             C=torch.empty(b, 1, N, L, dtype=dtype, **m), D=torch.empty(d, **m),
+             z=torch.empty(b, d, L, dtype=dtype, **m), delta_bias=torch.empty(d, **m))
+    options = ss.LaunchOptions(ss.choose_config(d, L, N, b, sm_count))
+    forward = ss.fwd_launch(**x, initial_state=None, delta_softplus=True,
+                            store_tile_states=pass_ == "fwd+bwd", options=options)
+    if pass_ == "fwd":
+        return [forward]
+    return [forward, ss.bwd_launch(**x, tile_states=forward.outputs["tile_states"],
+                                   dy=torch.empty_like(x["u"]), dlast_state=None, delta_softplus=True,
+                                   use_initial_state=False, options=options)]
+
+
+def kernel_bytes(shape: Shape, dtype: torch.dtype, pass_: str, sm_count: int | None = None) -> int:
+    """What the kernel moves: every tensor its launches read or write, once (B, C, re-read
+    by each channel block, hit in L2), plus the reduction of its partial sums (each read
+    once, its sum written)."""
+    launches = kernel_launches(shape, dtype, pass_, sm_count)
+    touched = {id(t): t.nbytes for launch in launches
+               for t in [*launch.args.values(), *launch.outputs.values()] if isinstance(t, torch.Tensor)}
+    partials = [t for launch in launches for name, t in launch.outputs.items() if name.endswith("_part")]
+    return sum(touched.values()) + sum(t.nbytes + t.nbytes // t.shape[0] for t in partials)
 
 
 @dataclass(frozen=True)

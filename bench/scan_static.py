@@ -15,8 +15,9 @@ compiled for sm_80 and sm_90 through Triton's own pipeline (PTX, then ptxas to a
   instructions / ex2 in the loop, and states_per_trip = the state indices n one trip of
   the loop covers (ex2 x threads / (BLOCK_D x BLOCK_L));
 - programs per launch;
-- bytes per call: every tensor a launch reads or writes counted once, plus the reduction
-  of partial sums, against the cost model's floor (`bench/scan_cost.bytes_moved`).
+- bytes per call (`bench/scan_cost.kernel_bytes`: every tensor a launch reads or writes
+  once, plus the reduction of partial sums) against the cost model's floor
+  (`bench/scan_cost.bytes_moved`).
 
 Counting PTX, not SASS: ptxas schedules and may fold a few instructions, so these are
 close to, not exactly, what the GPU issues. Writes scan-static[-LABEL].csv / .md under
@@ -44,7 +45,7 @@ os.environ["TRITON_DUMP_PTXAS_LOG"] = "1"  # read by Triton's compiler when it r
 
 import torch  # noqa: E402
 
-from bench.scan_cost import Shape, bytes_moved  # noqa: E402
+from bench.scan_cost import Shape, bytes_moved, kernel_bytes, kernel_launches  # noqa: E402
 
 ARCHS = (80, 90)
 TYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
@@ -129,40 +130,6 @@ def blocks_per_sm(registers: int, warps: int, shared: int, arch: int) -> int:
     return min(by_registers, by_shared, MAX_BLOCKS_PER_SM)
 
 
-def plans(shape: Shape, dtype: torch.dtype):
-    """(pass, [launch plans], bytes of the partial-sum reductions) on meta tensors."""
-    from triton_kernels import selective_scan as ss
-
-    m = dict(device="meta")
-    b, d, L, N = shape.batch, shape.dim, shape.L, shape.N
-    x = dict(u=torch.empty(b, d, L, dtype=dtype, **m), delta=torch.empty(b, d, L, dtype=dtype, **m),
-             A=torch.empty(d, N, **m), B=torch.empty(b, 1, N, L, dtype=dtype, **m),
-             C=torch.empty(b, 1, N, L, dtype=dtype, **m), D=torch.empty(d, **m),
-             z=torch.empty(b, d, L, dtype=dtype, **m), delta_bias=torch.empty(d, **m))
-    config = ss.choose_config(d, L, N, b, SM_COUNT)
-    options = ss.LaunchOptions(config)
-    infer = ss.fwd_launch(**x, initial_state=None, delta_softplus=True, store_tile_states=False,
-                          options=options)
-    train = ss.fwd_launch(**x, initial_state=None, delta_softplus=True, store_tile_states=True,
-                          options=options)
-    bwd_args = dict(**x, tile_states=train.outputs["tile_states"], dy=torch.empty_like(x["u"]),
-                    dlast_state=None, delta_softplus=True, use_initial_state=False, options=options)
-    backward = [ss.bwd_launch(**bwd_args)]
-    partials = sum(t.nbytes for launch in backward for name, t in launch.outputs.items()
-                   if name.endswith("_part"))
-    return {"fwd": ([infer], 0), "fwd+bwd": ([train, *backward], 2 * partials)}, config
-
-
-def launch_bytes(launches) -> int:
-    """Every tensor the launches touch, once (B, C re-read by each program hit in L2)."""
-    seen = {}
-    for launch in launches:
-        for t in list(launch.args.values()) + list(launch.outputs.values()):
-            if isinstance(t, torch.Tensor):
-                seen[id(t)] = t.nbytes
-    return sum(seen.values())
-
-
 def measure() -> list[dict]:
     import triton
 
@@ -174,15 +141,14 @@ def measure() -> list[dict]:
     rows = []
     for shape in SHAPES:
         for dtype in (torch.float32, torch.bfloat16):
-            by_pass, config = plans(shape, dtype)
-            for pass_, (launches, reduction) in by_pass.items():
-                total = launch_bytes(launches) + reduction
-                floor = bytes_moved(shape, dtype, pass_)
+            for pass_ in ("fwd", "fwd+bwd"):
+                launches = kernel_launches(shape, dtype, pass_, SM_COUNT)
+                total, floor = kernel_bytes(shape, dtype, pass_, SM_COUNT), bytes_moved(shape, dtype, pass_)
                 for launch in launches:
-                    if pass_ == "fwd+bwd" and launch.kernel is by_pass["fwd"][0][0].kernel:
-                        name = "fwd (saving tile states)"
-                    else:
-                        name = launch.kernel.fn.__name__.removeprefix("_selective_scan_").removesuffix("_kernel")
+                    name = launch.kernel.fn.__name__.removeprefix("_selective_scan_").removesuffix("_kernel")
+                    if launch.meta.get("STORE_TILE_STATES"):
+                        name += " (saving tile states)"
+                    m = launch.meta
                     for arch in ARCHS:
                         compiled = compile_one(launch, arch)
                         loop = steady_loop(compiled["ptx"])
@@ -190,8 +156,8 @@ def measure() -> list[dict]:
                         threads = 32 * launch.num_warps
                         rows.append({
                             "pass": pass_, "kernel": name, "N": shape.N, "dtype": TYPES[dtype],
-                            "arch": f"sm_{arch}", "block_d": config.block_d, "block_l": config.block_l,
-                            "block_n": config.block_n, "warps": launch.num_warps,
+                            "arch": f"sm_{arch}", "block_d": m["BLOCK_D"], "block_l": m["BLOCK_L"],
+                            "block_n": m["BLOCK_N"], "warps": launch.num_warps,
                             "programs": math.prod(launch.grid),
                             "registers": compiled["registers"],
                             "spill_bytes": compiled["spill_stores"] + compiled["spill_loads"],
@@ -200,7 +166,7 @@ def measure() -> list[dict]:
                                                            compiled["shared_bytes"], arch),
                             "loop_instructions": len(loop),
                             "instructions_per_element": round(len(loop) / max(1, ex2), 1),
-                            "states_per_trip": ex2 * threads // (config.block_d * config.block_l),
+                            "states_per_trip": ex2 * threads // (m["BLOCK_D"] * m["BLOCK_L"]),
                             "bytes": total, "floor_bytes": floor,
                             "bytes_over_floor": round(total / floor, 2)})
     return rows, triton.__version__
