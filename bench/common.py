@@ -91,13 +91,15 @@ def device_kind(device: torch.device) -> str:
 
 
 def git_commit() -> tuple[str, str]:
-    """(commit, tree state) of the source tree the benchmarks run from."""
+    """(commit, tree state) of the source tree the benchmarks run from. Changes under
+    bench/results/ do not count: they are what the benchmarks write, not what they run."""
     if os.environ.get("BENCH_COMMIT"):
         return os.environ["BENCH_COMMIT"], "from BENCH_COMMIT"
     try:
         head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
                               capture_output=True, text=True, check=True, timeout=20)
-        diff = subprocess.run(["git", "-C", str(REPO_ROOT), "diff", "--quiet", "HEAD", "--"],
+        diff = subprocess.run(["git", "-C", str(REPO_ROOT), "diff", "--quiet", "HEAD", "--", ".",
+                               ":(exclude)bench/results"],
                               capture_output=True, timeout=60)
     except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired):
         return "unknown", "not a git checkout"
