@@ -27,8 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import (DEFAULT_OUT, Stamp, markdown_table, setup_logging,  # noqa: E402
                           write_csv, write_markdown)
 from estm_ref.baselines.autoencoder import AutoencoderConfig, divergences  # noqa: E402
-from estm_ref.baselines.statistics import (id_classifier_scores,  # noqa: E402,F401
-                                           mahalanobis_scores)  # (the bench smoke test uses them)
 from estm_ref.baselines.run import (BASELINES, PUBLISHED_AE, PUBLISHED_AE_AVERAGE,  # noqa: E402
                                     BaselineRun, run_baselines)
 from estm_ref.data import scan_roots  # noqa: E402
