@@ -52,10 +52,13 @@ def csv_rows(points: list[dict]) -> list[dict]:
     return rows
 
 
-def auc_sd(auc_pct: float, settings: dict, rng: np.random.Generator) -> float:
-    """bench/auc_noise.py's spread (points) of one type's AUC at this test size."""
+def auc_sd(auc_pct: float, settings: dict) -> float:
+    """bench/auc_noise.py's spread (points) of one type's AUC at this test size. The draws
+    are seeded by the inputs, so a figure does not move when other points join the report."""
     n_anomalous = settings["test_per_id"] // 2
     true = min(max(auc_pct / 100.0, 0.001), 0.999)
+    rng = np.random.default_rng([round(100 * auc_pct), settings["ids_per_type"],
+                                 settings["test_per_id"]])  # the AUC as the tables show it
     draws = type_auc_draws(true, settings["ids_per_type"], settings["test_per_id"] - n_anomalous,
                            n_anomalous, NOISE_DRAWS, rng)
     return 100.0 * float(draws.std())
@@ -65,7 +68,6 @@ def difference_table(points: list[dict], settings: dict) -> str:
     """ESTM's default scorer minus the statistics detector, per type and on average, each
     with the noise sd of that difference (the two figures' test-set spreads combined as
     if independent)."""
-    rng = np.random.default_rng(0)
     estm = estm_detector(DEFAULT_SCORER)
     types = list(settings["types"])
     rows = []
@@ -73,8 +75,7 @@ def difference_table(points: list[dict], settings: dict) -> str:
         a, b = p["detectors"][estm], p["detectors"][STATISTICS]
         cells, variances = [], []
         for t in types:
-            var = auc_sd(a["types"][t][0], settings, rng) ** 2 + \
-                auc_sd(b["types"][t][0], settings, rng) ** 2
+            var = auc_sd(a["types"][t][0], settings) ** 2 + auc_sd(b["types"][t][0], settings) ** 2
             variances.append(var)
             cells.append(f"{a['types'][t][0] - b['types'][t][0]:+.2f} ± {math.sqrt(var):.2f}")
         avg_sd = math.sqrt(sum(variances)) / len(types)

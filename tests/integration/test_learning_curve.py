@@ -104,3 +104,25 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys):
     assert curve(tmp_path / "w", tmp_path / "o", "--epochs", "0") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+
+
+def test_a_points_spread_does_not_move_when_other_points_join():
+    from bench import learning_curve_report as report
+
+    settings = {"types": ["fan", "ToyCar"], "ids_per_type": 2, "test_per_id": 10}
+
+    def point(n: int, estm: float) -> dict:
+        def figures(auc: float) -> dict:
+            return {"types": {"fan": (auc, 0.0), "ToyCar": (auc - 5.0, 0.0)}, "average": (auc - 2.5, 0.0)}
+        return {"clips_per_id": n, "seed": 0,
+                "detectors": {report.estm_detector(report.DEFAULT_SCORER): figures(estm),
+                              report.STATISTICS: figures(80.0)}}
+
+    def row(table: str, n: int) -> list[str]:
+        (line,) = [ln for ln in table.splitlines() if ln.startswith(f"| {n} ")]
+        return [cell.strip() for cell in line.strip("|").split("|")]
+
+    alone = report.difference_table([point(100, 75.0)], settings)
+    joined = report.difference_table([point(30, 70.0), point(100, 75.0)], settings)
+    assert row(alone, 100) == row(joined, 100)
+    assert row(alone, 100)[2].startswith("-5.00 ± ")
