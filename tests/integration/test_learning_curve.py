@@ -14,6 +14,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import learning_curve  # noqa: E402
+from bench import learning_curve_report as report  # noqa: E402
 from estm_ref.pipeline import run_dir as rd  # noqa: E402
 from estm_ref.pipeline.scorers import SCORERS  # noqa: E402
 
@@ -107,13 +108,12 @@ def test_bad_input_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_a_points_spread_does_not_move_when_other_points_join():
-    from bench import learning_curve_report as report
-
     settings = {"types": ["fan", "ToyCar"], "ids_per_type": 2, "test_per_id": 10}
 
     def point(n: int, estm: float) -> dict:
         def figures(auc: float) -> dict:
-            return {"types": {"fan": (auc, 0.0), "ToyCar": (auc - 5.0, 0.0)}, "average": (auc - 2.5, 0.0)}
+            return {"types": {"fan": (auc, 0.0), "ToyCar": (auc - 5.0, 0.0)},
+                    "average": (auc - 2.5, 0.0)}
         return {"clips_per_id": n, "seed": 0,
                 "detectors": {report.estm_detector(report.DEFAULT_SCORER): figures(estm),
                               report.STATISTICS: figures(80.0)}}
